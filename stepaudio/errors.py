@@ -1,0 +1,93 @@
+"""Exceptions raised by stepaudio.
+
+Every exception names the layer that failed (by its type) and, in its message, the input that was
+wrong, what was expected and what to do about it.  All of them derive from :class:`StepAudioError`
+so callers can catch the whole family at once; each also derives from the closest built-in
+exception (``FileNotFoundError``, ``KeyError``, ``ValueError``) so existing ``except`` clauses
+keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "StepAudioError",
+    "CheckpointError",
+    "CheckpointFileNotFoundError",
+    "CheckpointKeyError",
+    "CheckpointShapeError",
+    "CheckpointConfigError",
+    "AudioInputError",
+    "PromptError",
+    "AudioTokenError",
+    "StreamClosedError",
+]
+
+OFFICIAL_DOWNLOAD_HINT = (
+    "Download the official folders (Step-Audio-Chat, Step-Audio-TTS-3B, Step-Audio-Tokenizer) from "
+    "https://huggingface.co/stepfun-ai or ModelScope and pass the folder path unchanged; "
+    "`python -m stepaudio.testing OUT_DIR` writes tiny folders in the same layout for trying things out."
+)
+
+
+class StepAudioError(Exception):
+    """Base class of every error raised by stepaudio."""
+
+
+class CheckpointError(StepAudioError):
+    """A checkpoint folder is incomplete or does not match the model it is loaded into.
+
+    Attributes:
+        folder: the checkpoint folder that was being loaded.
+        file: the file inside it that is missing or wrong (if known).
+        key: the state-dict key that is missing, unexpected or mis-shaped (if any).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        folder: str | Path | None = None,
+        file: str | Path | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.folder = None if folder is None else Path(folder)
+        self.file = None if file is None else Path(file)
+        self.key = key
+
+
+class CheckpointFileNotFoundError(CheckpointError, FileNotFoundError):
+    """A file the checkpoint layout requires is not there."""
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """A tensor is missing from, or unexpected in, a checkpoint."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointShapeError(CheckpointError, ValueError):
+    """A tensor in a checkpoint has a different shape than the model expects."""
+
+
+class CheckpointConfigError(CheckpointError, ValueError):
+    """A configuration file in a checkpoint folder is unreadable or inconsistent."""
+
+
+class AudioInputError(StepAudioError, ValueError):
+    """Audio given to stepaudio cannot be used (empty, non-finite, unreadable, wrong shape, ...)."""
+
+
+class PromptError(StepAudioError, ValueError):
+    """Messages or text cannot be turned into a model prompt."""
+
+
+class AudioTokenError(PromptError):
+    """An ``<audio_N>`` string or audio id list is malformed or out of range."""
+
+
+class StreamClosedError(StepAudioError, RuntimeError):
+    """``feed`` or ``close`` was called on a stream that was already closed."""
