@@ -158,3 +158,25 @@ def test_fixture_weights_are_deterministic(tmp_path):
     for shard in first.glob("model-*.safetensors"):
         a, b = load_file(shard), load_file(second / shard.name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_split_device_map_with_offload_matches_single_device(tiny_chat_dir, tmp_path):
+    """device_map places layers on different devices through accelerate hooks (here CPU + disk offload)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir, dtype=torch.float32).eval()
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "cpu",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+    }
+    split = AutoModelForCausalLM.from_pretrained(
+        tiny_chat_dir, dtype=torch.float32, device_map=device_map, offload_folder=str(tmp_path / "offload")
+    ).eval()
+    assert split.hf_device_map["model.layers.1"] == "disk"
+    input_ids = torch.randint(5, 70000, (1, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(split(input_ids).logits, model(input_ids).logits, atol=1e-6)
+        greedy = dict(max_new_tokens=5, do_sample=False, eos_token_id=None)
+        assert split.generate(input_ids, **greedy).tolist() == model.generate(input_ids, **greedy).tolist()

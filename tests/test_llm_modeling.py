@@ -204,3 +204,18 @@ def test_half_precision_forward_is_finite_and_close(tiny_model):
 def test_unknown_backend_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="unknown Step-1 attention backend 'flash'"):
         tiny_model.set_attention_backend("flash")
+
+
+def test_batched_left_padded_generation_equals_single_generation(tiny_model):
+    generator = torch.Generator().manual_seed(8)
+    short = torch.randint(5, 512, (1, 7), generator=generator)
+    long = torch.randint(5, 512, (1, 12), generator=generator)
+    batch = torch.cat([torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :5] = 0
+    greedy = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        batched = tiny_model.generate(batch, attention_mask=mask, **greedy)
+        alone = [tiny_model.generate(x, **greedy) for x in (short, long)]
+    assert batched[0, -8:].tolist() == alone[0][0, -8:].tolist()
+    assert batched[1, -8:].tolist() == alone[1][0, -8:].tolist()

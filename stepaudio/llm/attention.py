@@ -187,7 +187,8 @@ def _flex_attention(
             "torch.inference_mode(), or use the sdpa backend for training on CPU"
         )
     slopes = context.alibi.slopes(query.device)
-    past = context.past_length
+    # A tensor, not an int: the compiled kernel then serves every cache offset without recompiling.
+    past = torch.tensor(context.past_length, device=query.device)
 
     def sqrt_alibi_score(score, batch, head, query_index, key_index):
         distance = (query_index + past - key_index).clamp(min=0).to(torch.float32)
