@@ -27,3 +27,11 @@ def tiny_chat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stepaudio.testing import build_tiny_chat_checkpoint
 
     return build_tiny_chat_checkpoint(tmp_path_factory.mktemp("ckpt") / "Step-Audio-Chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_tts_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Step-1 part of a tiny Step-Audio-TTS-3B folder (TTS tokenizer config: no add_bos_token key)."""
+    from stepaudio.testing import build_tiny_tts_lm_checkpoint
+
+    return build_tiny_tts_lm_checkpoint(tmp_path_factory.mktemp("ckpt") / "Step-Audio-TTS-3B")

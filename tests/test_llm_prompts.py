@@ -152,3 +152,10 @@ def test_tokenizer_loader_errors(tiny_chat_dir, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text((tiny_chat_dir / "tokenizer_config.json").read_text())
     with pytest.raises(CheckpointError, match="not the tokenizer of a Step-Audio LLM folder"):
         load_text_tokenizer(tmp_path)
+
+
+def test_tts_tokenizer_without_add_bos_key_adds_bos_like_upstream(tiny_tts_lm_dir):
+    config = (tiny_tts_lm_dir / "tokenizer_config.json").read_text()
+    assert "add_bos_token" not in config  # as published for Step-Audio-TTS-3B
+    tokenizer = load_text_tokenizer(tiny_tts_lm_dir)
+    assert tokenizer.encode("human\n")[0] == 1

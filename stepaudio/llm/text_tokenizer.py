@@ -8,12 +8,13 @@ transformers ``LlamaTokenizer``.  Its fixed ids: 0 ``<unk>``, 1 ``<s>`` (BOS, ad
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..errors import OFFICIAL_DOWNLOAD_HINT, CheckpointError, CheckpointFileNotFoundError
+from ..errors import OFFICIAL_DOWNLOAD_HINT, CheckpointConfigError, CheckpointError, CheckpointFileNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,21 @@ def load_text_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
                 folder=folder,
                 file=folder / name,
             )
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    try:
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointConfigError(
+            f"{folder / 'tokenizer_config.json'} is not valid JSON: {error}",
+            folder=folder,
+            file=folder / "tokenizer_config.json",
+        ) from error
+    overrides = {}
+    if "add_bos_token" not in tokenizer_config:
+        # Step-Audio-TTS-3B's tokenizer_config.json omits the key.  Upstream ran with transformers 4.48,
+        # whose LlamaTokenizer(Fast) then added BOS; transformers 5 defaults to not adding it.  Restore
+        # the behaviour the models were used with.
+        overrides["add_bos_token"] = True
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **overrides)
     for piece, expected in _EXPECTED_IDS.items():
         actual = tokenizer.convert_tokens_to_ids(piece)
         if actual != expected:
