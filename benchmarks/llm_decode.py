@@ -104,7 +104,9 @@ def filled_cache(model: Step1ForCausalLM, length: int, device: torch.device, dty
     cache = DynamicCache(config=config)
     shape = (1, config.num_attention_groups, length, config.head_dim)
     for layer in range(config.num_hidden_layers):
-        cache.update(torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype), layer)
+        cache.update(
+            torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype), layer
+        )
     return cache
 
 
@@ -152,7 +154,10 @@ def main() -> None:
         f"{config.num_attention_groups} KV groups), {args.layers} layers, {params / 1e6:.0f}M params, "
         f"{device.type}, {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads"
     )
-    header = f"{'context':>8} {'stepaudio ms':>13} {'naive ms':>10} {'speed-up':>9} {'stepaudio peak':>15} {'naive peak':>11}"
+    header = (
+        f"{'context':>8} {'stepaudio ms':>13} {'naive ms':>10} {'speed-up':>9} "
+        f"{'stepaudio peak':>15} {'naive peak':>11}"
+    )
     print(header)
     print("-" * len(header))
     for context in contexts:

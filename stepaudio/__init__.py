@@ -11,10 +11,7 @@ Importing the package registers the native Step-1 model with transformers' Auto 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-from . import llm  # registers model_type "step1" with AutoConfig / AutoModelForCausalLM
+from . import llm  # noqa: F401  (registers model_type "step1" with AutoConfig / AutoModelForCausalLM)
 from .errors import (
     AudioInputError,
     AudioTokenError,

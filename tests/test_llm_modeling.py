@@ -15,7 +15,11 @@ VOCAB = 74752
 
 
 def _reference_shapes(hidden: int, inter: int, kv: int, layers: int) -> dict[str, tuple[int, ...]]:
-    shapes = {"model.embed_tokens.weight": (VOCAB, hidden), "model.norm.weight": (hidden,), "lm_head.weight": (VOCAB, hidden)}
+    shapes = {
+        "model.embed_tokens.weight": (VOCAB, hidden),
+        "model.norm.weight": (hidden,),
+        "lm_head.weight": (VOCAB, hidden),
+    }
     per_layer = {
         "self_attn.q_proj.weight": (hidden, hidden),
         "self_attn.k_proj.weight": (kv, hidden),

@@ -44,7 +44,11 @@ def test_encode_adds_bos_and_audio_pieces_are_single_tokens(tokenizer):
 
 @pytest.mark.parametrize(
     "text",
-    ["The quick brown fox jumps over the lazy dog.", "你好，今天天气怎么样？", "mixed 中文 and English\nnew line  two spaces"],
+    [
+        "The quick brown fox jumps over the lazy dog.",
+        "你好，今天天气怎么样？",
+        "mixed 中文 and English\nnew line  two spaces",
+    ],
 )
 def test_text_round_trips_through_the_tokenizer(tokenizer, text):
     assert tokenizer.decode(tokenizer.encode(text), skip_special_tokens=True) == text
@@ -145,8 +149,10 @@ def test_tokenizer_loader_errors(tiny_chat_dir, tmp_path):
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(["hello world", "good morning everyone"] * 50), model_prefix=str(tmp_path / "tokenizer"),
-        vocab_size=24, hard_vocab_limit=False,
+        sentence_iterator=iter(["hello world", "good morning everyone"] * 50),
+        model_prefix=str(tmp_path / "tokenizer"),
+        vocab_size=24,
+        hard_vocab_limit=False,
         minloglevel=2,
     )
     (tmp_path / "tokenizer_config.json").write_text((tiny_chat_dir / "tokenizer_config.json").read_text())

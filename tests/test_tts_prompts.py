@@ -59,15 +59,30 @@ def test_plans_for_speaker_clone_rap_and_humming():
     prompts = system_prompts()
     plan = plan_tts_request("(高兴1)你好", "Tingting")
     assert (plan.system_prompt, plan.decoder, plan.prompt_speaker, plan.instruction) == (
-        prompts["sys_prompt_with_spk"].format("Tingting"), SPEECH_DECODER, "Tingting", "高兴1")
+        prompts["sys_prompt_with_spk"].format("Tingting"),
+        SPEECH_DECODER,
+        "Tingting",
+        "高兴1",
+    )
     assert "使用[Tingting]的声音" in plan.system_prompt
     clone = plan_tts_request("你好", None)
-    assert (clone.system_prompt, clone.decoder, clone.prompt_speaker) == (prompts["sys_prompt_wo_spk"], SPEECH_DECODER, None)
+    assert (clone.system_prompt, clone.decoder, clone.prompt_speaker) == (
+        prompts["sys_prompt_wo_spk"],
+        SPEECH_DECODER,
+        None,
+    )
     rap = plan_tts_request("(RAP)远远甩开的笑", "Tingting")
-    assert (rap.system_prompt, rap.decoder, rap.prompt_speaker) == (prompts["sys_prompt_for_rap"], MUSIC_DECODER, "TingtingRAP")
+    assert (rap.system_prompt, rap.decoder, rap.prompt_speaker) == (
+        prompts["sys_prompt_for_rap"],
+        MUSIC_DECODER,
+        "TingtingRAP",
+    )
     humming = plan_tts_request("（哼唱）你从一座叫我的小镇经过", "Tingting")
     assert (humming.system_prompt, humming.decoder, humming.prompt_speaker) == (
-        prompts["sys_prompt_for_vocal"], MUSIC_DECODER, "Tingting哼唱")
+        prompts["sys_prompt_for_vocal"],
+        MUSIC_DECODER,
+        "Tingting哼唱",
+    )
     # RAP tag but humming mentioned in the text: upstream picks the vocal prompt.
     assert plan_tts_request("(RAP)我们一起哼唱", "Tingting").system_prompt == prompts["sys_prompt_for_vocal"]
     assert plan_tts_request("(RAP)clone rap", None).prompt_speaker is None
@@ -88,25 +103,37 @@ def _expected_ids(sp, system: str, prompt_text: str, prompt_audio: list[int], ta
         return [1] + sp.encode(s)
 
     def T(s):
-        return sp.encode("\n" + s)[len(newline):]
+        return sp.encode("\n" + s)[len(newline) :]
 
     return (
         [1]
-        + [4] + E("system\n" + system) + [3]
-        + [4] + E("human\n") + T(prompt_text) + [3]
-        + [4] + E("assistant\n") + prompt_audio + [3]
-        + [4] + E("human\n") + T(target) + [3]
-        + [4] + E("assistant\n")
+        + [4]
+        + E("system\n" + system)
+        + [3]
+        + [4]
+        + E("human\n")
+        + T(prompt_text)
+        + [3]
+        + [4]
+        + E("assistant\n")
+        + prompt_audio
+        + [3]
+        + [4]
+        + E("human\n")
+        + T(target)
+        + [3]
+        + [4]
+        + E("assistant\n")
     )
 
 
 @pytest.mark.parametrize(
     ("text", "speaker"),
     [
-        ("今天天气真好", "Tingting"),        # built-in speaker
+        ("今天天气真好", "Tingting"),  # built-in speaker
         ("(高兴1)今天天气真好", "Tingting"),  # emotion tag, kept in the text
-        ("The quick brown fox.", None),      # zero-shot clone
-        ("(RAP)远远甩开的笑", "Tingting"),    # RAP
+        ("The quick brown fox.", None),  # zero-shot clone
+        ("(RAP)远远甩开的笑", "Tingting"),  # RAP
         ("（哼唱）你从一座叫我的小镇经过", "Tingting"),  # humming
     ],
 )
@@ -124,11 +151,13 @@ def test_prompt_id_layout_matches_hand_built_lists(tokenizer, raw_sentencepiece,
 def test_repetition_aware_processor_blocks_only_over_repeated_last_token():
     processor = RepetitionAwareLogitsProcessor()
     scores = torch.zeros(3, 10)
-    input_ids = torch.tensor([
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 7],  # 7 twice in the last 10: blocked
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0],  # 0 once in the last 10 (the first 0 is outside): allowed
-        [7, 2, 3, 4, 5, 6, 1, 8, 9, 2, 7],  # the first 7 is outside the window: allowed
-    ])
+    input_ids = torch.tensor(
+        [
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 7],  # 7 twice in the last 10: blocked
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0],  # 0 once in the last 10 (the first 0 is outside): allowed
+            [7, 2, 3, 4, 5, 6, 1, 8, 9, 2, 7],  # the first 7 is outside the window: allowed
+        ]
+    )
     out = processor(input_ids, scores.clone())
     assert out[0, 7] == float("-inf") and torch.isfinite(out[0, :7]).all()
     assert torch.isfinite(out[1]).all() and torch.isfinite(out[2]).all()

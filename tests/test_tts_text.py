@@ -6,13 +6,20 @@ from stepaudio.tts.text import split_tts_text
 
 
 def test_sentences_are_packed_and_tag_is_repeated():
-    assert split_tts_text("(高兴1)你好。今天天气真好！", max_chars=4) == ["(高兴1)你好。", "(高兴1)今天天气", "(高兴1)真好！"]
+    assert split_tts_text("(高兴1)你好。今天天气真好！", max_chars=4) == [
+        "(高兴1)你好。",
+        "(高兴1)今天天气",
+        "(高兴1)真好！",
+    ]
     assert split_tts_text("（RAP）一句。两句。", max_chars=10) == ["（RAP）一句。两句。"]
 
 
 def test_english_sentence_ends_but_not_decimals():
     assert split_tts_text("The value is 3.14. Next sentence here! And a third one?", max_chars=20) == [
-        "The value is 3.14.", "Next sentence here!", "And a third one?"]
+        "The value is 3.14.",
+        "Next sentence here!",
+        "And a third one?",
+    ]
 
 
 def test_every_character_is_kept_in_order():

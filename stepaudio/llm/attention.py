@@ -140,8 +140,8 @@ def _sdpa_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, context: AttentionContext, scale: float
 ) -> torch.Tensor:
     batch, heads, rows, _ = query.shape
-    bytes_per_row = heads * context.key_length * query.element_size() * max(
-        batch if context.key_padding_mask is not None else 1, 1
+    bytes_per_row = (
+        heads * context.key_length * query.element_size() * max(batch if context.key_padding_mask is not None else 1, 1)
     )
     block = max(1, min(rows, SDPA_BIAS_BUDGET_BYTES // max(bytes_per_row, 1)))
     outputs = []
@@ -156,7 +156,7 @@ def _sdpa_attention(
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flex_attention_function(device_type: str):
     """``flex_attention``: compiled into a fused kernel on CUDA, the unfused reference elsewhere."""
     from torch.nn.attention.flex_attention import flex_attention

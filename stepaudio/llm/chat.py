@@ -148,7 +148,9 @@ class StepAudioChat:
         input_device = self.model.get_input_embeddings().weight.device
         return torch.tensor([prompt_ids], device=input_device), max_new_tokens
 
-    def _generate_kwargs(self, max_new_tokens: int, temperature: float, top_p: float, top_k: int, do_sample: bool) -> dict:
+    def _generate_kwargs(
+        self, max_new_tokens: int, temperature: float, top_p: float, top_k: int, do_sample: bool
+    ) -> dict:
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": do_sample,

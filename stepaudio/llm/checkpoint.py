@@ -23,7 +23,13 @@ from ..errors import (
 )
 from .configuration import Step1Config
 
-__all__ = ["INDEX_FILE", "SINGLE_FILE", "expected_state_dict_shapes", "read_checkpoint_shapes", "validate_step1_checkpoint"]
+__all__ = [
+    "INDEX_FILE",
+    "SINGLE_FILE",
+    "expected_state_dict_shapes",
+    "read_checkpoint_shapes",
+    "validate_step1_checkpoint",
+]
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

@@ -122,9 +122,7 @@ class Step1DecoderLayer(nn.Module):
         context: AttentionContext,
         past_key_values: Cache | None = None,
     ) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(
-            self.input_layernorm(hidden_states), context, past_key_values
-        )
+        hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), context, past_key_values)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 

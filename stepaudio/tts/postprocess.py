@@ -35,7 +35,9 @@ def change_speed(wav: torch.Tensor, sample_rate: int, speed_ratio: float) -> tor
     import pedalboard
 
     audio = wav.detach().to(torch.float32).cpu().numpy()
-    stretched = pedalboard.time_stretch(np.ascontiguousarray(audio), float(sample_rate), stretch_factor=float(speed_ratio))
+    stretched = pedalboard.time_stretch(
+        np.ascontiguousarray(audio), float(sample_rate), stretch_factor=float(speed_ratio)
+    )
     return torch.from_numpy(np.ascontiguousarray(stretched, dtype=np.float32))
 
 
@@ -48,6 +50,10 @@ def change_volume(wav: torch.Tensor, volume_ratio: float) -> torch.Tensor:
     scaled = wav * volume_ratio
     peak = float(scaled.abs().max()) if scaled.numel() else 0.0
     if peak > CLIP_LEVEL:
-        logger.warning("volume_ratio=%.2f clips the waveform (peak %.2f); samples are limited to ±%.2f",
-                       volume_ratio, peak, CLIP_LEVEL)
+        logger.warning(
+            "volume_ratio=%.2f clips the waveform (peak %.2f); samples are limited to ±%.2f",
+            volume_ratio,
+            peak,
+            CLIP_LEVEL,
+        )
     return scaled.clamp(-CLIP_LEVEL, CLIP_LEVEL)
