@@ -9,7 +9,7 @@ import soundfile
 import torch
 
 from stepaudio.errors import CheckpointConfigError, PromptError
-from stepaudio.tts.speakers import SpeakerRegistry, VoicePrompt, file_fingerprint, read_speakers_info
+from stepaudio.tts.speakers import SpeakerRegistry, VoicePrompt, VoicePromptCache, file_fingerprint, read_speakers_info
 
 
 class CountingExtractor:
@@ -40,7 +40,9 @@ def speakers_dir(shared_audio_dir, tmp_path):
 
 
 def test_reads_the_upstream_registry_including_the_24_bit_prompt(speakers_dir, tmp_path):
-    registry = SpeakerRegistry(speakers_dir, CountingExtractor(), "models-v1", cache_dir=tmp_path / "cache")
+    registry = SpeakerRegistry(
+        speakers_dir, VoicePromptCache(CountingExtractor(), "models-v1", cache_dir=tmp_path / "cache")
+    )
     assert registry.speaker_ids == ["Tingting", "TingtingRAP", "Tingting哼唱"]
     assert registry.transcripts["TingtingRAP"].startswith("（RAP）")
     humming = registry.get("Tingting哼唱", "CosyVoice-300M-25Hz-Music")
@@ -52,36 +54,46 @@ def test_reads_the_upstream_registry_including_the_24_bit_prompt(speakers_dir, t
 def test_disk_cache_is_used_across_instances_and_keyed_by_content(speakers_dir, tmp_path):
     cache = tmp_path / "cache"
     first = CountingExtractor()
-    prompt = SpeakerRegistry(speakers_dir, first, "models-v1", cache_dir=cache).get("Tingting", "CosyVoice-300M-25Hz")
+    prompt = SpeakerRegistry(speakers_dir, VoicePromptCache(first, "models-v1", cache_dir=cache)).get(
+        "Tingting", "CosyVoice-300M-25Hz"
+    )
     assert first.calls == [("Tingting_prompt.wav", "CosyVoice-300M-25Hz")]
     second = CountingExtractor()
-    again = SpeakerRegistry(speakers_dir, second, "models-v1", cache_dir=cache).get("Tingting", "CosyVoice-300M-25Hz")
+    again = SpeakerRegistry(speakers_dir, VoicePromptCache(second, "models-v1", cache_dir=cache)).get(
+        "Tingting", "CosyVoice-300M-25Hz"
+    )
     assert second.calls == []  # read back from disk
     assert again.prompt_audio_ids == prompt.prompt_audio_ids and torch.equal(again.embedding, prompt.embedding)
     assert again.prompt_text == prompt.prompt_text
     # Another model fingerprint, another transcript or another clip content: recomputed.
     third = CountingExtractor()
-    SpeakerRegistry(speakers_dir, third, "models-v2", cache_dir=cache).get("Tingting", "CosyVoice-300M-25Hz")
+    SpeakerRegistry(speakers_dir, VoicePromptCache(third, "models-v2", cache_dir=cache)).get(
+        "Tingting", "CosyVoice-300M-25Hz"
+    )
     info = read_speakers_info(speakers_dir)
     info["Tingting"] = "另一个文本"
     (speakers_dir / "speakers_info.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
-    SpeakerRegistry(speakers_dir, third, "models-v2", cache_dir=cache).get("Tingting", "CosyVoice-300M-25Hz")
+    SpeakerRegistry(speakers_dir, VoicePromptCache(third, "models-v2", cache_dir=cache)).get(
+        "Tingting", "CosyVoice-300M-25Hz"
+    )
     assert len(third.calls) == 2
 
 
 def test_corrupt_cache_file_is_recomputed_with_a_warning(speakers_dir, tmp_path, caplog):
     cache = tmp_path / "cache"
-    registry = SpeakerRegistry(speakers_dir, CountingExtractor(), "m", cache_dir=cache)
+    registry = SpeakerRegistry(speakers_dir, VoicePromptCache(CountingExtractor(), "m", cache_dir=cache))
     registry.get("Tingting", "CosyVoice-300M-25Hz")
     (cache_file,) = cache.glob("*.safetensors")
     cache_file.write_bytes(b"not a safetensors file")
     extractor = CountingExtractor()
-    SpeakerRegistry(speakers_dir, extractor, "m", cache_dir=cache).get("Tingting", "CosyVoice-300M-25Hz")
+    SpeakerRegistry(speakers_dir, VoicePromptCache(extractor, "m", cache_dir=cache)).get(
+        "Tingting", "CosyVoice-300M-25Hz"
+    )
     assert len(extractor.calls) == 1 and "unreadable voice-prompt cache" in caplog.text
 
 
 def test_unknown_speaker_and_missing_clip_are_clear_errors(speakers_dir, tmp_path):
-    registry = SpeakerRegistry(speakers_dir, CountingExtractor(), "m", cache_dir=tmp_path)
+    registry = SpeakerRegistry(speakers_dir, VoicePromptCache(CountingExtractor(), "m", cache_dir=tmp_path))
     with pytest.raises(PromptError, match="unknown speaker 'Nobody'.*Tingting"):
         registry.get("Nobody", "CosyVoice-300M-25Hz")
     (speakers_dir / "TingtingRAP_prompt.wav").unlink()

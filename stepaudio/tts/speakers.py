@@ -35,6 +35,7 @@ __all__ = [
     "SPEAKERS_INFO_FILE",
     "SpeakerRegistry",
     "VoicePrompt",
+    "VoicePromptCache",
     "default_cache_dir",
     "file_fingerprint",
     "read_speakers_info",
@@ -118,32 +119,64 @@ def read_speakers_info(folder: str | Path) -> dict[str, str]:
     return info
 
 
-class SpeakerRegistry:
-    """The speakers of a speakers folder, with their voice prompts computed once and cached on disk.
+class VoicePromptCache:
+    """Computes voice prompts with ``extractor`` and keeps them on disk, keyed by content.
 
     Args:
-        folder: the speakers folder (``speakers_info.json`` + ``{id}_prompt.wav``).
         extractor: computes a :class:`VoicePrompt` for (wav path, transcript, decoder folder name).
         model_fingerprint: identifies the models behind ``extractor``; part of every cache key.
-        cache_dir: where cached prompts go (default: :func:`default_cache_dir` ``/voice_prompts``);
-            ``None`` keeps them in memory only when ``use_disk_cache`` is false.
-        use_disk_cache: read and write the disk cache.
+        cache_dir: where cached prompts go (default: :func:`default_cache_dir` ``/voice_prompts``).
+        use_disk_cache: read and write the disk cache (else compute every time).
     """
 
     def __init__(
         self,
-        folder: str | Path,
         extractor: VoicePromptExtractor,
         model_fingerprint: str,
         cache_dir: str | Path | None = None,
         use_disk_cache: bool = True,
     ) -> None:
-        self.folder = Path(folder)
-        self.transcripts = read_speakers_info(self.folder)
         self.extractor = extractor
         self.model_fingerprint = model_fingerprint
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "voice_prompts"
         self.use_disk_cache = use_disk_cache
+
+    def voice_prompt(self, wav_path: str | Path, prompt_text: str, decoder: str) -> VoicePrompt:
+        """Voice prompt of a clip with its transcript, for ``decoder``: from the disk cache or computed."""
+        wav_path = Path(wav_path)
+        if not wav_path.is_file():
+            raise FileNotFoundError(f"voice prompt clip {wav_path} does not exist")
+        cache_file = self.cache_dir / f"{self.cache_key(wav_path, prompt_text, decoder)}.safetensors"
+        if self.use_disk_cache and cache_file.is_file():
+            cached = _read_cached_prompt(cache_file)
+            if cached is not None:
+                return cached
+        prompt = self.extractor(wav_path, prompt_text, decoder)
+        if self.use_disk_cache:
+            _write_cached_prompt(cache_file, prompt)
+        return prompt
+
+    def cache_key(self, wav_path: Path, prompt_text: str, decoder: str) -> str:
+        """Hash of the cache format, model fingerprint, decoder, transcript and the clip's bytes."""
+        digest = hashlib.sha256()
+        for part in (_CACHE_FORMAT, self.model_fingerprint, decoder, prompt_text):
+            digest.update(part.encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(wav_path.read_bytes()).digest())
+        return digest.hexdigest()[:32]
+
+
+class SpeakerRegistry:
+    """The speakers of a speakers folder, their voice prompts computed once through a :class:`VoicePromptCache`.
+
+    Args:
+        folder: the speakers folder (``speakers_info.json`` + ``{id}_prompt.wav``).
+        cache: computes and caches the voice prompts.
+    """
+
+    def __init__(self, folder: str | Path, cache: VoicePromptCache) -> None:
+        self.folder = Path(folder)
+        self.transcripts = read_speakers_info(self.folder)
+        self.cache = cache
         self._loaded: dict[tuple[str, str], VoicePrompt] = {}
 
     def __contains__(self, speaker_id: object) -> bool:
@@ -173,30 +206,10 @@ class SpeakerRegistry:
         """The voice prompt of a registered speaker, as computed for ``decoder`` (memory, disk, or fresh)."""
         key = (speaker_id, decoder)
         if key not in self._loaded:
-            self._loaded[key] = self.voice_prompt(self.prompt_wav(speaker_id), self.transcripts[speaker_id], decoder)
+            self._loaded[key] = self.cache.voice_prompt(
+                self.prompt_wav(speaker_id), self.transcripts[speaker_id], decoder
+            )
         return self._loaded[key]
-
-    def voice_prompt(self, wav_path: str | Path, prompt_text: str, decoder: str) -> VoicePrompt:
-        """Voice prompt for any clip (registered or a clone), through the disk cache."""
-        wav_path = Path(wav_path)
-        if not wav_path.is_file():
-            raise FileNotFoundError(f"voice prompt clip {wav_path} does not exist")
-        cache_file = self.cache_dir / f"{self.cache_key(wav_path, prompt_text, decoder)}.safetensors"
-        if self.use_disk_cache and cache_file.is_file():
-            cached = _read_cached_prompt(cache_file)
-            if cached is not None:
-                return cached
-        prompt = self.extractor(wav_path, prompt_text, decoder)
-        if self.use_disk_cache:
-            _write_cached_prompt(cache_file, prompt)
-        return prompt
-
-    def cache_key(self, wav_path: Path, prompt_text: str, decoder: str) -> str:
-        digest = hashlib.sha256()
-        for part in (_CACHE_FORMAT, self.model_fingerprint, decoder, prompt_text):
-            digest.update(part.encode("utf-8") + b"\0")
-        digest.update(hashlib.sha256(wav_path.read_bytes()).digest())
-        return digest.hexdigest()[:32]
 
 
 def _write_cached_prompt(path: Path, prompt: VoicePrompt) -> None:
