@@ -1,0 +1,201 @@
+"""``StepAudioTokenizer``: Step-Audio's dual-codebook audio tokenizer (vq02 + vq06, 2:3 interleave)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import as_waveform, check_finite, load_audio, resample, to_mono, trim_silence
+from ..audio import energy_norm as normalize_energy
+from ..device import resolve_device
+from ..errors import AudioInputError
+from .interleave import ids_to_string, interleave
+from .layout import locate_tokenizer_files
+from .linguistic import LinguisticStream, LinguisticTokenizer
+from .semantic import SemanticStream, SemanticTokenizer
+from .stream import TokenizerStream
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StepAudioTokenizer", "MIN_DURATION_S"]
+
+SAMPLE_RATE = 16000
+MIN_DURATION_S = 0.1
+
+AudioInput = "np.ndarray | torch.Tensor | str | Path"
+
+
+class StepAudioTokenizer:
+    """Turns speech into Step-Audio's interleaved audio tokens (upstream call shapes kept).
+
+    Loads the official ``Step-Audio-Tokenizer`` folder unchanged: ``linguistic_tokenizer.npy`` and the
+    ``dengcunqin/...-online`` streaming Paraformer (through funasr, local path only) for vq02,
+    ``speech_tokenizer_v1.onnx`` (through onnxruntime) for vq06.
+
+    Accepted audio: float numpy arrays / torch tensors of shape ``[T]`` or ``[C, T]`` (channels are
+    averaged; ``[T, C]``-looking arrays are refused, see :mod:`stepaudio.audio`), int16/int32 PCM
+    arrays, or a path to a wav/flac/ogg/mp3 file (``sr`` omitted).  Any sample rate is accepted and
+    resampled to 16 kHz with soxr; 16 kHz input is used as is.
+
+    Refused with :class:`~stepaudio.errors.AudioInputError`: empty audio, audio shorter than 0.1 s,
+    NaN/inf samples, and all-zero audio (digital silence carries nothing to tokenize and usually means
+    a failed recording; streams accept silent chunks).
+
+    Args:
+        path: the ``Step-Audio-Tokenizer`` folder.
+        device: torch device for the Paraformer and the centroid search (``None``: CUDA if available,
+            else CPU).  onnxruntime uses its CUDA provider when the device is CUDA and the provider is
+            installed, else CPU; the choice is made once here and logged once.
+    """
+
+    def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
+        self.files = locate_tokenizer_files(path)
+        self.device = resolve_device(device)
+        self.linguistic = LinguisticTokenizer(
+            self.files.paraformer_folder, self.files.linguistic_centroids, self.device, self.files.folder
+        )
+        self.semantic = SemanticTokenizer(self.files.semantic_onnx, self.device.type, self.files.folder)
+        logger.info(
+            "StepAudioTokenizer from %s: vq02 on %s, vq06 on %s",
+            self.files.folder,
+            self.device,
+            self.semantic.session.get_providers()[0],
+        )
+
+    # ----------------------------------------------------------------------------------- input handling
+    @staticmethod
+    def _read(wav: object, sr: int | None) -> tuple[np.ndarray, int, str]:
+        """Any accepted input -> (mono float32 [T], sample rate, description for messages)."""
+        if isinstance(wav, (str, Path)):
+            waveform, file_sr = load_audio(wav)
+            if sr is not None and sr != file_sr:
+                raise AudioInputError(
+                    f"sr={sr} was passed with the file {wav}, which is {file_sr} Hz; omit sr for files"
+                )
+            what, sr = f"audio file {wav}", file_sr
+        else:
+            if sr is None:
+                raise AudioInputError(
+                    "the sample rate is required for array/tensor audio: call tok(wav, sr) or tok.wav2token(wav, sr)"
+                )
+            waveform, what = as_waveform(wav), f"audio array of shape {tuple(np.shape(wav))}"
+        if not isinstance(sr, (int, np.integer)) or sr <= 0:
+            raise AudioInputError(f"sample rate must be a positive integer number of Hz; got {sr!r}")
+        if waveform.size == 0:
+            raise AudioInputError(f"{what} is empty; nothing to tokenize")
+        check_finite(waveform, what)
+        return to_mono(waveform), int(sr), what
+
+    def preprocess_wav(
+        self, wav: object, sr: int | None = None, enable_trim: bool = True, normalize: bool = True
+    ) -> np.ndarray:
+        """Upstream pre-processing: mono, 16 kHz (soxr), energy normalisation, optional silence trim."""
+        mono, sr, what = self._read(wav, sr)
+        if mono.shape[0] < MIN_DURATION_S * sr:
+            raise AudioInputError(
+                f"{what} lasts {mono.shape[0] / sr:.3f} s; at least {MIN_DURATION_S} s is needed "
+                "(one 2+3 token group covers 0.12 s)"
+            )
+        if not np.any(mono):
+            raise AudioInputError(
+                f"{what} is all zeros (digital silence); there is nothing to tokenize. Check the recording"
+            )
+        audio = resample(mono, sr, SAMPLE_RATE)
+        if normalize:
+            audio = normalize_energy(audio)
+        if enable_trim:
+            audio = trim_silence(audio, SAMPLE_RATE)
+        return audio
+
+    # ---------------------------------------------------------------------------------------- offline
+    def wav2token(
+        self, wav: object, sr: int | None = None, enable_trim: bool = True, energy_norm: bool = True
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Tokenize one clip (upstream's ``wav2token``).
+
+        Args:
+            wav: audio (see the class docstring); a file path when ``sr`` is omitted.
+            sr: sample rate of array/tensor audio.
+            enable_trim: trim leading/trailing silence (upstream: on for TTS prompts, off for chat input).
+            energy_norm: scale to peak 0.999 (upstream default on).
+
+        Returns:
+            ``(interleaved LLM ids (65536 + N), vq02 codes 0..1023, vq06 codes 0..4095)``.
+        """
+        audio = self.preprocess_wav(wav, sr, enable_trim=enable_trim, normalize=energy_norm)
+        return self._tokenize_16k(audio)
+
+    def _tokenize_16k(self, audio: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+        vq02_stream = LinguisticStream(self.linguistic)
+        vq02 = vq02_stream.feed(audio) + vq02_stream.flush()
+        vq06 = self.semantic.encode(audio)
+        return interleave(vq02, vq06), vq02, vq06
+
+    def __call__(self, wav: object, sr: int | None = None) -> str:
+        """The ``<audio_N>...`` string of a clip, as upstream's ``tok(audio, sr)`` (no trim, energy norm on)."""
+        ids, _, _ = self.wav2token(wav, sr, enable_trim=False, energy_norm=True)
+        return ids_to_string(ids)
+
+    def batch_wav2token(
+        self,
+        wavs: Iterable[object],
+        sr: int | None = None,
+        enable_trim: bool = True,
+        energy_norm: bool = True,
+        progress: bool = False,
+    ) -> list[tuple[list[int], list[int], list[int]]]:
+        """:meth:`wav2token` over many clips (paths, or arrays with ``sr`` / ``(array, sr)`` pairs).
+
+        Args:
+            progress: show a tqdm progress bar over the clips.
+        """
+        items: Sequence[object] = list(wavs)
+        if progress:
+            from tqdm import tqdm
+
+            items = tqdm(items, desc="tokenize", unit="clip")
+        results = []
+        for item in items:
+            if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], (int, float)):
+                clip, clip_sr = item
+            else:
+                clip, clip_sr = item, sr
+            results.append(self.wav2token(clip, clip_sr, enable_trim=enable_trim, energy_norm=energy_norm))
+        return results
+
+    # -------------------------------------------------------------------------------------- streaming
+    def stream(
+        self,
+        sample_rate: int,
+        *,
+        peak: float | None = None,
+        semantic_left_context_s: float = 3.0,
+        semantic_right_context_s: float = 1.0,
+    ) -> TokenizerStream:
+        """Start an independent streaming session (``feed(chunk) -> ids``, ``close() -> ids``).
+
+        The concatenated output equals ``wav2token(audio, sample_rate, enable_trim=False,
+        energy_norm=False)[0]`` for vq02 exactly and for vq06 up to the bounded-context approximation
+        described in :mod:`stepaudio.tokenizer.semantic` (exact when ``semantic_right_context_s >= 30``).
+
+        Args:
+            sample_rate: rate of the chunks that will be fed (resampled to 16 kHz with soxr's streaming
+                resampler, bit-identical to offline resampling).
+            peak: energy normalisation is global (it needs the whole clip's peak), so a stream does not
+                normalise -- unless the peak of the 16 kHz audio is known in advance: then samples are
+                scaled by ``0.999 / max(peak, 0.01)``, exactly as offline ``energy_norm=True``.
+            semantic_left_context_s / semantic_right_context_s: audio re-encoded before / required after
+                a vq06 code before it is emitted (latency is about the right context).
+        """
+        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+            raise AudioInputError(f"stream sample_rate must be a positive integer number of Hz; got {sample_rate!r}")
+        return TokenizerStream(
+            sample_rate=int(sample_rate),
+            linguistic=LinguisticStream(self.linguistic),
+            semantic=SemanticStream(self.semantic, semantic_left_context_s, semantic_right_context_s),
+            gain=None if peak is None else 0.999 / max(float(peak), 0.01),
+        )
