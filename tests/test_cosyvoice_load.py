@@ -1,0 +1,109 @@
+"""Strict loading of flow.pt / hift.pt from a CosyVoice-300M-25Hz folder, and its error messages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cosyvoice_fixtures import tiny_cosyvoice_dir, tiny_decoder  # noqa: F401  (pytest fixtures)
+
+from stepaudio.cosyvoice import CosyVoiceDecoder
+from stepaudio.errors import CheckpointFileNotFoundError, CheckpointKeyError, CheckpointShapeError
+
+
+def _copy_folder(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "CosyVoice-300M-25Hz"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_loaded_weights_equal_the_files(tiny_cosyvoice_dir: Path, tiny_decoder) -> None:  # noqa: F811
+    flow_file = torch.load(tiny_cosyvoice_dir / "flow.pt", weights_only=True)
+    hift_file = torch.load(tiny_cosyvoice_dir / "hift.pt", weights_only=True)
+    flow_state, hift_state = tiny_decoder.flow.state_dict(), tiny_decoder.hift.state_dict()
+    assert set(flow_state) == set(flow_file) and set(hift_state) == set(hift_file)
+    for key, value in flow_file.items():
+        torch.testing.assert_close(flow_state[key], value, rtol=0, atol=0)
+    for key, value in hift_file.items():
+        torch.testing.assert_close(hift_state[key], value, rtol=0, atol=0)
+    assert tiny_decoder.flow_dtype == torch.float32
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in tiny_decoder.hift.parameters())
+
+
+def test_legacy_weight_norm_pairs_define_the_conv_weight(tiny_cosyvoice_dir: Path, tiny_decoder) -> None:  # noqa: F811
+    hift_file = torch.load(tiny_cosyvoice_dir / "hift.pt", weights_only=True)
+    assert "conv_pre.weight_g" in hift_file and "conv_pre.weight_v" in hift_file
+    assert "conv_pre.weight" not in hift_file
+    g, v = hift_file["conv_pre.weight_g"], hift_file["conv_pre.weight_v"]
+    expected = g * v / v.flatten(1).norm(dim=1).view(-1, 1, 1)
+    torch.testing.assert_close(tiny_decoder.hift.conv_pre.weight, expected)
+
+
+def test_missing_file_names_full_path_and_layout(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    (folder / "hift.pt").unlink()
+    with pytest.raises(CheckpointFileNotFoundError) as caught:
+        CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+    message = str(caught.value)
+    assert str(folder / "hift.pt") in message and "campplus.onnx" in message and "cosyvoice.yaml" in message
+
+
+def test_wrong_shape_names_key_and_both_shapes(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    state = torch.load(folder / "flow.pt", weights_only=True)
+    state["encoder_proj.weight"] = torch.zeros(80, 31)
+    torch.save(state, folder / "flow.pt")
+    with pytest.raises(CheckpointShapeError, match=r"'encoder_proj.weight' has shape \[80, 31\].*expects \[80, 32\]"):
+        CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+
+
+def test_recipe_hyper_parameter_mismatch_is_reported_as_shape_error(tiny_cosyvoice_dir: Path,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    recipe = folder / "cosyvoice.yaml"
+    recipe.write_text(recipe.read_text().replace("vocab_size: 5121", "vocab_size: 5120"))
+    with pytest.raises(CheckpointShapeError, match=r"'input_embedding.weight' has shape \[5121, 32\].*\[5120, 32\]"):
+        CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+
+
+def test_missing_key_is_named(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    state = torch.load(folder / "hift.pt", weights_only=True)
+    del state["ups.1.weight_v"]
+    torch.save(state, folder / "hift.pt")
+    with pytest.raises(CheckpointKeyError, match=r"missing key 'ups.1.weight_v'") as caught:
+        CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+    assert caught.value.key == "ups.1.weight_v"
+
+
+def test_extra_key_is_named(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    state = torch.load(folder / "flow.pt", weights_only=True)
+    state["encoder.encoders.0.conv_module.depthwise_conv.weight"] = torch.zeros(32, 1, 15)
+    torch.save(state, folder / "flow.pt")
+    with pytest.raises(CheckpointKeyError, match=r"unexpected key 'encoder.encoders.0.conv_module.depthwise_conv"):
+        CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+
+
+def test_music_variant_loads_with_different_weights(tmp_path: Path, tiny_cosyvoice_dir: Path) -> None:  # noqa: F811
+    from stepaudio.testing.cosyvoice_fixture import build_tiny_cosyvoice_folder
+
+    music = build_tiny_cosyvoice_folder(tmp_path / "CosyVoice-300M-25Hz-Music", seed=0, music=True)
+    assert (music / "VERSION_Vq0206Vocoder_1202").stat().st_size == 0
+    decoder = CosyVoiceDecoder.from_pretrained(music, device="cpu")
+    normal = torch.load(tiny_cosyvoice_dir / "flow.pt", weights_only=True)
+    assert not torch.equal(decoder.flow.input_embedding.weight, normal["input_embedding.weight"])
+
+
+def test_fixture_is_deterministic(tmp_path: Path, tiny_cosyvoice_dir: Path) -> None:  # noqa: F811
+    from stepaudio.testing.cosyvoice_fixture import build_tiny_cosyvoice_folder
+
+    again = build_tiny_cosyvoice_folder(tmp_path / "again", seed=0)
+    for name in ("cosyvoice.yaml", "campplus.onnx"):
+        assert (again / name).read_bytes() == (tiny_cosyvoice_dir / name).read_bytes()
+    for name in ("flow.pt", "hift.pt"):
+        first = torch.load(again / name, weights_only=True)
+        second = torch.load(tiny_cosyvoice_dir / name, weights_only=True)
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
