@@ -15,7 +15,9 @@ from collections.abc import Sequence
 # Modules that expose ``register(subparsers: argparse._SubParsersAction) -> None``; each registered
 # sub-parser sets ``func`` (``args -> int`` exit status) through ``set_defaults``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "stepaudio.llm.cli",
+    "stepaudio.pipeline_cli",
+    "stepaudio.tts.cli",
+    "stepaudio.tokenizer.cli",
     "stepaudio.testing.cli",
 )
 

@@ -7,6 +7,15 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run tiny models: one intra-op thread avoids OpenMP overhead that dwarfs their tiny kernels."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 SHARED_AUDIO_DIR = PROJECT_ROOT.parent / "shared" / "audio"
 
 
@@ -35,3 +44,19 @@ def tiny_tts_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stepaudio.testing import build_tiny_tts_lm_checkpoint
 
     return build_tiny_tts_lm_checkpoint(tmp_path_factory.mktemp("ckpt") / "Step-Audio-TTS-3B")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Step-Audio-Tokenizer folder (funasr streaming Paraformer, k-means, ONNX), built once."""
+    from stepaudio.testing import build_tiny_tokenizer_checkpoint
+
+    return build_tiny_tokenizer_checkpoint(tmp_path_factory.mktemp("tok") / "Step-Audio-Tokenizer", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Step-Audio-TTS-3B folder: Step-1 LM + CosyVoice-300M-25Hz and -Music decoders."""
+    from stepaudio.testing import build_tiny_tts_checkpoint
+
+    return build_tiny_tts_checkpoint(tmp_path_factory.mktemp("ckpt") / "Step-Audio-TTS-3B")
