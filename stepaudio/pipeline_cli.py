@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-path", default=None, help="also speak each reply and write OUTPUT_PATH/reply_N.wav")
     parser.add_argument("--speaker", default="Tingting", help="voice of the spoken replies (default Tingting)")
     parser.add_argument("--speakers-dir", default=None, help="speakers folder (default: MODEL_PATH/speakers)")
+    parser.add_argument(
+        "--max-speech-seconds", type=float, default=None, help="limit on the speech generated per text segment"
+    )
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="reply length limit in tokens (default 512)")
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -109,7 +112,13 @@ def run(args: argparse.Namespace) -> int:
             from .tts.tts import StepAudioTTS
 
             speakers_dir = default_speakers_dir(model_path, args.speakers_dir)
-            tts = StepAudioTTS(args.tts_path or model_path, tokenizer, speakers_dir=speakers_dir, device=args.device)
+            tts = StepAudioTTS(
+                args.tts_path or model_path,
+                tokenizer,
+                speakers_dir=speakers_dir,
+                device=args.device,
+                max_speech_seconds=args.max_speech_seconds,
+            )
     else:
         chat = StepAudioChat(
             args.llm_path or model_path, device=args.device, dtype=args.dtype, attn_implementation=args.attention

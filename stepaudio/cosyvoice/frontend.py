@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..audio import resample
 from ..errors import AudioInputError, CheckpointConfigError, CheckpointFileNotFoundError
 
 __all__ = [
@@ -133,15 +133,12 @@ def kaldi_fbank(waveform: np.ndarray | torch.Tensor, sample_rate: int = XVECTOR_
 
 
 def resample_audio(waveform: np.ndarray | torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    """Polyphase resampling (scipy ``resample_poly``) of a mono waveform; returns float32 [N']."""
-    from scipy.signal import resample_poly
+    """Resample a mono waveform with the package's resampler (:func:`stepaudio.audio.resample`, soxr).
 
+    Returns float32 ``[N']``; equal rates return a copy of the input.
+    """
     signal = _check_waveform(waveform, "resample_audio").numpy()
-    if from_rate == to_rate:
-        return torch.from_numpy(signal.copy())
-    divisor = gcd(int(from_rate), int(to_rate))
-    resampled = resample_poly(signal.astype(np.float64), int(to_rate) // divisor, int(from_rate) // divisor)
-    return torch.from_numpy(resampled.astype(np.float32))
+    return torch.from_numpy(np.array(resample(signal, int(from_rate), int(to_rate)), dtype=np.float32))
 
 
 class CampPlusSpeakerEncoder:

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from ..llm.checkpoint import INDEX_FILE
 from ..llm.configuration import STEP_AUDIO_CHAT_CONFIG, STEP_AUDIO_TTS_3B_CONFIG, Step1Config
-from .text_tokenizer_fixture import STEP_VOCAB_SIZE, write_step_sentencepiece_model
+from .text_tokenizer_fixture import STEP_VOCAB_SIZE, build_step_sentencepiece_model, write_step_sentencepiece_model
 
 __all__ = [
     "TINY_STEP1_DIMENSIONS",
@@ -100,6 +100,27 @@ def write_step1_checkpoint(
     return folder
 
 
+def _prefer_text_pieces(lm_head_weight: torch.Tensor) -> None:
+    """Make a random chat model write (random) readable text instead of placeholder or audio pieces.
+
+    Rows of ordinary text pieces are scaled up and all other rows zeroed, so sampled replies are
+    made of the corpus's characters and words; the end-of-turn row is zeroed too, so replies run to
+    ``max_new_tokens``.
+    """
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_proto=build_step_sentencepiece_model())
+    text_rows = [
+        i
+        for i in range(processor.get_piece_size())
+        if not (processor.is_unknown(i) or processor.is_control(i) or processor.is_unused(i) or processor.is_byte(i))
+        and not processor.id_to_piece(i).startswith("<")
+    ]
+    keep = torch.zeros(lm_head_weight.shape[0], dtype=torch.bool)
+    keep[text_rows] = True
+    lm_head_weight.mul_(keep[:, None].to(lm_head_weight.dtype) * 50.0)
+
+
 def build_tiny_step1_checkpoint(folder: str | Path, kind: str = "chat", seed: int = 0, num_shards: int = 3) -> Path:
     """Write a tiny random Step-1 folder laid out like the official ``Step-Audio-Chat`` or ``Step-Audio-TTS-3B``.
 
@@ -127,6 +148,8 @@ def build_tiny_step1_checkpoint(folder: str | Path, kind: str = "chat", seed: in
             for name, parameter in model.named_parameters():
                 if name.endswith("layernorm.weight") or name == "model.norm.weight":
                     parameter.add_(0.1 * torch.randn_like(parameter))
+            if kind == "chat":
+                _prefer_text_pieces(model.lm_head.weight)
     finally:
         torch.random.set_rng_state(generator_state)
     write_step1_checkpoint(folder, model.state_dict(), config_dict, num_shards=num_shards)

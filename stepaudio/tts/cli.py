@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-text", default=None, help="transcript of --prompt-wav (clone)")
     parser.add_argument("--speed", type=float, default=1.0, help="tempo factor, pitch kept (default 1.0)")
     parser.add_argument("--volume", type=float, default=1.0, help="volume factor (default 1.0)")
+    parser.add_argument(
+        "--max-speech-seconds", type=float, default=None, help="limit on the speech generated per text segment"
+    )
     parser.add_argument("--stream", action="store_true", help="generate with the streaming path, printing chunk times")
     parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
@@ -78,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
     model_path = Path(args.model_path)
     speakers_dir = default_speakers_dir(model_path, args.speakers_dir)
     tokenizer = StepAudioTokenizer(args.tokenizer_path or model_path / "Step-Audio-Tokenizer", device=args.device)
-    tts = StepAudioTTS(args.tts_path or model_path, tokenizer, speakers_dir=speakers_dir, device=args.device)
+    tts = StepAudioTTS(
+        args.tts_path or model_path,
+        tokenizer,
+        speakers_dir=speakers_dir,
+        device=args.device,
+        max_speech_seconds=args.max_speech_seconds,
+    )
     speaker = None if clone_dict else args.speaker
     start = time.perf_counter()
     if args.stream:
