@@ -122,3 +122,30 @@ def test_cli_makes_fixtures_and_chats(tmp_path):
     from stepaudio.cli import main
 
     assert main(["chat", "--model-path", str(tmp_path), "--text", "hi", "--max-new-tokens", "4", "--greedy"]) == 0
+
+
+def test_stream_cancel_stops_generation_promptly(chat):
+    import threading
+
+    cancel = threading.Event()
+    pieces = []
+    for piece in chat.stream(MESSAGES, max_new_tokens=500, do_sample=False, cancel=cancel):
+        pieces.append(piece)
+        if len(pieces) == 2:
+            cancel.set()
+    assert 2 <= len(pieces) <= 4  # at most a token or two after the cancel
+    assert not any(t.name == "stepaudio-chat-generate" for t in threading.enumerate())
+
+
+def test_closing_the_stream_early_stops_the_worker(chat):
+    import threading
+
+    stream = chat.stream(MESSAGES, max_new_tokens=500, do_sample=False)
+    next(stream)
+    stream.close()
+    assert not any(t.name == "stepaudio-chat-generate" for t in threading.enumerate())
+
+
+def test_pre_tokenized_audio_content(chat):
+    ids = chat.encode_messages([{"role": "user", "content": {"type": "audio", "audio_ids": [65536 + 3, 66560 + 7]}}])
+    assert [i for i in ids if i >= 65536] == [65539, 66567]

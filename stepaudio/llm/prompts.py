@@ -114,8 +114,9 @@ def message_content_to_text(content: Any, audio_to_text: AudioToText | None = No
     """Render message content as prompt text.
 
     ``content`` may be a string, one part ``{"type": "text", "text": ...}`` /
-    ``{"type": "audio", "audio": path_or_array, ...}``, or a list of such parts (concatenated).
-    Audio parts are turned into audio strings by ``audio_to_text``.
+    ``{"type": "audio", "audio": path_or_array, ...}`` / ``{"type": "audio", "audio_ids": [65536 + N, ...]}``
+    (already tokenized), or a list of such parts (concatenated).  Audio parts with raw audio are turned
+    into audio strings by ``audio_to_text``.
     """
     if isinstance(content, str):
         return content
@@ -126,6 +127,9 @@ def message_content_to_text(content: Any, audio_to_text: AudioToText | None = No
             if not isinstance(text, str):
                 raise PromptError(f"{where}: a text part needs a string under 'text', got {type(text).__name__}")
             return text
+        if kind == "audio" and "audio_ids" in content:
+            # Audio already tokenized (e.g. by a streaming tokenizer session): LLM ids 65536 + N.
+            return format_audio_tokens(audio_ids_to_codes(content["audio_ids"]))
         if kind == "audio":
             if "audio" not in content:
                 raise PromptError(f"{where}: an audio part needs the audio (a path or an array) under 'audio'")

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..audio import load_audio, to_mono
 from ..cosyvoice import CosyVoiceDecoder
 from ..device import resolve_device, resolve_dtype
 from ..errors import OFFICIAL_DOWNLOAD_HINT, CheckpointFileNotFoundError, PromptError
-from ..llm.chat import resolve_model_folder
+from ..llm.chat import StopWhenSet, resolve_model_folder
 from ..llm.modeling import Step1ForCausalLM
 from ..llm.text_tokenizer import AUDIO_TOKEN_OFFSET, EOT_ID, NUM_AUDIO_CODES, load_text_tokenizer
 from .postprocess import change_speed, change_volume
@@ -78,16 +78,6 @@ class AudioTokensOnlyLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return scores + self.additive_mask(scores.device, scores.dtype)[: scores.shape[-1]]
-
-
-class _StopWhenSet(StoppingCriteria):
-    """Stops ``generate`` as soon as ``event`` is set (the consumer went away or cancelled)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class _ProgressStreamer(BaseStreamer):
@@ -380,7 +370,7 @@ class StepAudioTTS:
                         input_ids,
                         attention_mask=torch.ones_like(input_ids),
                         streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(cancel)]),
+                        stopping_criteria=StoppingCriteriaList([StopWhenSet(cancel)]),
                         **self._generate_kwargs(input_ids.shape[1], segment.text, temperature),
                     )
             except BaseException as error:  # re-raised below, in the caller's thread
