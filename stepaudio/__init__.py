@@ -23,12 +23,32 @@ from .llm.chat import StepAudioChat
 
 __version__ = "0.1.0"
 
+# Imported on first use: the tokenizer pulls in funasr and onnxruntime, which take seconds to import.
+_LAZY_EXPORTS = {
+    "StepAudio": "stepaudio.pipeline",
+    "StepAudioTTS": "stepaudio.tts.tts",
+    "StepAudioTokenizer": "stepaudio.tokenizer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stepaudio' has no attribute {name!r}")
+
 __all__ = [
     "AudioInputError",
     "AudioTokenError",
     "CheckpointError",
     "PromptError",
+    "StepAudio",
     "StepAudioChat",
     "StepAudioError",
+    "StepAudioTTS",
+    "StepAudioTokenizer",
     "__version__",
 ]
