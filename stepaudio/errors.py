@@ -22,6 +22,9 @@ __all__ = [
     "PromptError",
     "AudioTokenError",
     "StreamClosedError",
+    "RealtimeConfigError",
+    "RealtimeProtocolError",
+    "RealtimeSessionClosedError",
 ]
 
 OFFICIAL_DOWNLOAD_HINT = (
@@ -91,3 +94,23 @@ class AudioTokenError(PromptError):
 
 class StreamClosedError(StepAudioError, RuntimeError):
     """``feed`` or ``close`` was called on a stream that was already closed."""
+
+
+class RealtimeConfigError(StepAudioError, ValueError):
+    """A :class:`stepaudio.realtime.RealtimeConfig` value is out of range or inconsistent with another."""
+
+
+class RealtimeProtocolError(StepAudioError, ValueError):
+    """A message from a realtime WebSocket client breaks the protocol (see ``stepaudio/realtime/protocol.md``).
+
+    Attributes:
+        code: short machine-readable reason sent back in the ``error`` event (e.g. ``"bad_json"``).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RealtimeSessionClosedError(StepAudioError, RuntimeError):
+    """Audio was pushed into a :class:`stepaudio.realtime.RealtimeSession` after ``close()``."""

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_options import add_model_folder_options, add_speech_options, default_speakers_dir
+
 logger = logging.getLogger(__name__)
 
 #: ``--audio @previous`` means: the speech written for the previous turn (upstream's offline demo).
@@ -36,12 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-path", required=True, help="Step-Audio-Chat folder, or the folder holding the official folders"
+    add_model_folder_options(
+        parser, "Step-Audio-Chat folder, or the folder holding the official folders (and speakers/)", with_llm=True
     )
-    parser.add_argument("--llm-path", default=None, help="Step-Audio-Chat folder (default: found in MODEL_PATH)")
-    parser.add_argument("--tts-path", default=None, help="Step-Audio-TTS-3B folder (default: found in MODEL_PATH)")
-    parser.add_argument("--tokenizer-path", default=None, help="Step-Audio-Tokenizer folder (default: in MODEL_PATH)")
     parser.add_argument("--text", dest="turns", action=_AppendTurn, metavar="TEXT", help="a user text turn")
     parser.add_argument(
         "--audio",
@@ -52,17 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output-path", default=None, help="also speak each reply and write OUTPUT_PATH/reply_N.wav")
     parser.add_argument("--speaker", default="Tingting", help="voice of the spoken replies (default Tingting)")
-    parser.add_argument("--speakers-dir", default=None, help="speakers folder (default: MODEL_PATH/speakers)")
-    parser.add_argument(
-        "--max-speech-seconds", type=float, default=None, help="limit on the speech generated per text segment"
-    )
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="reply length limit in tokens (default 512)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    add_speech_options(parser)
     parser.add_argument("--dtype", default=None, help="LLM dtype: bf16, fp16 or fp32 (default: bf16 on GPU)")
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "flex", "eager"], help="attention backend")
 
@@ -88,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .llm.chat import StepAudioChat
-    from .tts.cli import default_speakers_dir
 
     if args.seed is not None:
         torch.manual_seed(args.seed)

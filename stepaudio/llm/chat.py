@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import TextIteratorStreamer
 
 from ..device import resolve_device, resolve_dtype
 from ..errors import OFFICIAL_DOWNLOAD_HINT, CheckpointFileNotFoundError, PromptError
+from .generation import BackgroundGeneration
 from .modeling import Step1ForCausalLM
 from .prompts import render_chat_prompt
 from .text_tokenizer import EOT_ID, load_text_tokenizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StepAudioChat", "StopWhenSet", "resolve_model_folder"]
+__all__ = ["StepAudioChat", "resolve_model_folder"]
 
 Message = Mapping[str, Any]
 
@@ -51,16 +52,6 @@ def resolve_model_folder(path: str | Path, folder_name: str, marker: str = "conf
         folder=path,
         file=path / marker,
     )
-
-
-class StopWhenSet(StoppingCriteria):
-    """Stops ``generate`` at the next token once ``event`` is set (used for cancellation)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class _ReplyStreamer(TextIteratorStreamer):
@@ -221,31 +212,15 @@ class StepAudioChat:
         """
         input_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
         streamer = _ReplyStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-        cancel = cancel if cancel is not None else threading.Event()
-        failure: list[BaseException] = []
-
-        def generate() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(
-                        input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([StopWhenSet(cancel)]),
-                        **self._generate_kwargs(max_new_tokens, temperature, top_p, top_k, do_sample),
-                    )
-            except BaseException as error:  # re-raised in the caller's thread below
-                failure.append(error)
-                streamer.end()
-
-        worker = threading.Thread(target=generate, name="stepaudio-chat-generate", daemon=True)
-        worker.start()
-        try:
+        generation = BackgroundGeneration(
+            self.model,
+            input_ids,
+            streamer,
+            cancel=cancel,
+            thread_name="stepaudio-chat-generate",
+            **self._generate_kwargs(max_new_tokens, temperature, top_p, top_k, do_sample),
+        )
+        with generation:
             for piece in streamer:
                 if piece:
                     yield piece
-        finally:
-            cancel.set()  # no-op after a normal end; stops the worker if the consumer went away
-            worker.join()
-        if failure:
-            raise failure[0]

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli_options import add_model_folder_options, add_speech_options, default_speakers_dir
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTS_TEXT = "（高兴1）你好，欢迎使用 Step-Audio 的语音合成。"
@@ -27,40 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-path", required=True, help="folder containing Step-Audio-TTS-3B and Step-Audio-Tokenizer"
-    )
-    parser.add_argument(
-        "--tts-path", default=None, help="Step-Audio-TTS-3B folder (default: MODEL_PATH/Step-Audio-TTS-3B)"
-    )
-    parser.add_argument(
-        "--tokenizer-path", default=None, help="Step-Audio-Tokenizer folder (default: MODEL_PATH/Step-Audio-Tokenizer)"
+    add_model_folder_options(
+        parser, "folder containing Step-Audio-TTS-3B and Step-Audio-Tokenizer (and speakers/)", with_llm=False
     )
     parser.add_argument("--output-path", required=True, help="folder to write the wav files to")
     parser.add_argument("--synthesis-type", choices=["tts", "clone"], default="tts")
     parser.add_argument("--text", default=DEFAULT_TTS_TEXT, help="text to speak (may start with a (tag))")
     parser.add_argument("--speaker", default="Tingting", help="registered speaker id (tts) or a name for the clone")
-    parser.add_argument(
-        "--speakers-dir", default=None, help="speakers folder (default: MODEL_PATH/speakers when it exists)"
-    )
     parser.add_argument("--prompt-wav", default=None, help="voice prompt clip to clone (clone)")
     parser.add_argument("--prompt-text", default=None, help="transcript of --prompt-wav (clone)")
     parser.add_argument("--speed", type=float, default=1.0, help="tempo factor, pitch kept (default 1.0)")
     parser.add_argument("--volume", type=float, default=1.0, help="volume factor (default 1.0)")
-    parser.add_argument(
-        "--max-speech-seconds", type=float, default=None, help="limit on the speech generated per text segment"
-    )
     parser.add_argument("--stream", action="store_true", help="generate with the streaming path, printing chunk times")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
-
-
-def default_speakers_dir(model_path: str | Path, speakers_dir: str | Path | None) -> Path | None:
-    """``--speakers-dir`` if given, else ``MODEL_PATH/speakers`` when that folder exists."""
-    if speakers_dir is not None:
-        return Path(speakers_dir)
-    candidate = Path(model_path) / "speakers"
-    return candidate if candidate.is_dir() else None
+    add_speech_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from ..audio import load_audio, to_mono
 from ..cosyvoice import CosyVoiceDecoder
 from ..device import resolve_device, resolve_dtype
 from ..errors import OFFICIAL_DOWNLOAD_HINT, CheckpointFileNotFoundError, PromptError
-from ..llm.chat import StopWhenSet, resolve_model_folder
+from ..llm.chat import resolve_model_folder
+from ..llm.generation import BackgroundGeneration
 from ..llm.modeling import Step1ForCausalLM
 from ..llm.text_tokenizer import AUDIO_TOKEN_OFFSET, EOT_ID, NUM_AUDIO_CODES, load_text_tokenizer
 from .postprocess import change_speed, change_volume
@@ -359,47 +359,28 @@ class StepAudioTTS:
     ) -> Iterator[torch.Tensor]:
         decoder = self.decoder(segment.plan.decoder)
         streamer = _QueueStreamer()
-        cancel = threading.Event()
-        failure: list[BaseException] = []
         input_ids = torch.tensor([segment.prompt_ids], device=self.device)
-
-        def generate() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(
-                        input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([StopWhenSet(cancel)]),
-                        **self._generate_kwargs(input_ids.shape[1], segment.text, temperature),
-                    )
-            except BaseException as error:  # re-raised below, in the caller's thread
-                failure.append(error)
-                streamer.end()
-
-        worker = threading.Thread(target=generate, name="stepaudio-tts-generate", daemon=True)
-        worker.start()
-        try:
-            with decoder.stream(**self._decoder_inputs(segment)) as audio_stream:
-                while (ids := streamer.ids.get()) is not None:
-                    codes = []
-                    for token in ids:
-                        if token == EOT_ID:
-                            break
-                        codes.append(token - AUDIO_TOKEN_OFFSET)
-                    if codes:
-                        chunk = audio_stream.feed(codes)
-                        if chunk.numel():
-                            yield self._postprocess(chunk, speed_ratio, volume_ratio)
-                tail = audio_stream.close()
+        generation = BackgroundGeneration(
+            self.model,
+            input_ids,
+            streamer,
+            thread_name="stepaudio-tts-generate",
+            **self._generate_kwargs(input_ids.shape[1], segment.text, temperature),
+        )
+        with generation, decoder.stream(**self._decoder_inputs(segment)) as audio_stream:
+            while (ids := streamer.ids.get()) is not None:
+                codes = []
+                for token in ids:
+                    if token == EOT_ID:
+                        break
+                    codes.append(token - AUDIO_TOKEN_OFFSET)
+                if codes:
+                    chunk = audio_stream.feed(codes)
+                    if chunk.numel():
+                        yield self._postprocess(chunk, speed_ratio, volume_ratio)
+            tail = audio_stream.close()
             if tail.numel():
                 yield self._postprocess(tail, speed_ratio, volume_ratio)
-        finally:
-            # Also reached when the consumer stops early (generator closed): stop the LM promptly.
-            cancel.set()
-            worker.join()
-        if failure:
-            raise failure[0]
 
     @staticmethod
     def _postprocess(waveform: torch.Tensor, speed_ratio: float, volume_ratio: float) -> torch.Tensor:

@@ -1,0 +1,181 @@
+"""``ConversationContext``: the chat history of a realtime session, kept as text within a token budget.
+
+Past user turns are held as audio ids only until their transcript is ready (transcribed in the
+background by a pluggable :class:`Transcriber`; by default the chat model with the ASR instruction),
+then as text.  The current user turn is always audio ids.  When the prompt would exceed the token
+budget, the oldest turns are evicted first.  ``compression_ratio`` reports how many audio tokens the
+transcripts replaced per text token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..llm.prompts import ASR_INSTRUCTION
+from .workers import ModelWorkers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Transcriber", "ChatTranscriber", "ConversationContext", "HistoryTurn"]
+
+#: Prompt tokens of one message besides its content (role header, end-of-turn).
+MESSAGE_OVERHEAD_TOKENS = 3
+
+
+class Transcriber(Protocol):
+    """Turns the audio ids of a user turn into its transcript."""
+
+    def transcribe(self, audio_ids: Sequence[int]) -> str:
+        """The transcript of ``audio_ids`` (interleaved LLM audio ids ``65536 + N``)."""
+        ...
+
+
+class ChatTranscriber:
+    """The default transcriber: Step-Audio-Chat itself, asked with the ASR instruction (greedy)."""
+
+    def __init__(self, llm: Any, max_new_tokens: int = 128) -> None:
+        self.llm = llm
+        self.max_new_tokens = max_new_tokens
+
+    def transcribe(self, audio_ids: Sequence[int]) -> str:
+        messages = [
+            {"role": "system", "content": ASR_INSTRUCTION},
+            {"role": "user", "content": {"type": "audio", "audio_ids": list(audio_ids)}},
+        ]
+        return self.llm(messages, max_new_tokens=self.max_new_tokens, do_sample=False).strip()
+
+
+@dataclass
+class HistoryTurn:
+    """One past turn: ``role`` "user" (audio ids, then transcript) or "assistant" (text)."""
+
+    role: str
+    turn: int
+    text: str | None = None
+    audio_ids: list[int] | None = None
+
+    @property
+    def transcribed(self) -> bool:
+        return self.role == "user" and self.text is not None
+
+
+class ConversationContext:
+    """History as text under a token budget; thread-safe (transcripts arrive from worker threads).
+
+    Args:
+        count_text_tokens: text -> number of prompt tokens (the chat tokenizer's length).
+        token_budget: prompt tokens the history + current turn may use.
+        system_prompt: always kept (not evicted).
+        transcriber: makes transcripts of past user turns; ``None`` keeps them as audio ids.
+        workers: where transcription jobs run.
+        on_transcript: called as ``on_transcript(turn, text)`` from the worker thread.
+    """
+
+    def __init__(
+        self,
+        count_text_tokens: Callable[[str], int],
+        token_budget: int,
+        system_prompt: str | None = None,
+        transcriber: Transcriber | None = None,
+        workers: ModelWorkers | None = None,
+        on_transcript: Callable[[int, str], None] | None = None,
+    ) -> None:
+        if transcriber is not None and workers is None:
+            raise ValueError("a transcriber needs workers to run on")
+        self.count_text_tokens = count_text_tokens
+        self.token_budget = token_budget
+        self.system_prompt = system_prompt
+        self.transcriber = transcriber
+        self.workers = workers
+        self.on_transcript = on_transcript
+        self.turns: list[HistoryTurn] = []
+        self.evicted_turns = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._audio_tokens_transcribed = 0
+        self._text_tokens_of_transcripts = 0
+
+    # --------------------------------------------------------------------------------- history updates
+    def add_user_turn(self, turn: int, audio_ids: Sequence[int]) -> None:
+        """Record a finished user turn and start its transcription in the background."""
+        entry = HistoryTurn(role="user", turn=turn, audio_ids=list(audio_ids))
+        with self._lock:
+            self.turns.append(entry)
+        if self.transcriber is not None and entry.audio_ids:
+            assert self.workers is not None
+            self.workers.submit(lambda: self._transcribe(entry), name=f"transcript of turn {turn}")
+
+    def add_assistant_turn(self, turn: int, text: str) -> None:
+        """Record what the assistant said (only the played part after a barge-in)."""
+        if text.strip():
+            with self._lock:
+                self.turns.append(HistoryTurn(role="assistant", turn=turn, text=text))
+
+    def _transcribe(self, entry: HistoryTurn) -> None:
+        if self._closed.is_set():
+            return
+        assert self.transcriber is not None and entry.audio_ids is not None
+        text = self.transcriber.transcribe(entry.audio_ids)
+        with self._lock:
+            entry.text = text
+            self._audio_tokens_transcribed += len(entry.audio_ids)
+            self._text_tokens_of_transcripts += self.count_text_tokens(text)
+        if self.on_transcript is not None and not self._closed.is_set():
+            self.on_transcript(entry.turn, text)
+
+    def close(self) -> None:
+        """Stop reporting transcripts (jobs already queued return at once)."""
+        self._closed.set()
+
+    # ------------------------------------------------------------------------------------ prompt side
+    def _turn_tokens(self, entry: HistoryTurn) -> int:
+        if entry.text is not None:
+            return self.count_text_tokens(entry.text) + MESSAGE_OVERHEAD_TOKENS
+        return len(entry.audio_ids or ()) + MESSAGE_OVERHEAD_TOKENS
+
+    @staticmethod
+    def _message(entry: HistoryTurn) -> dict[str, Any]:
+        if entry.text is not None:
+            return {"role": entry.role, "content": entry.text}
+        return {"role": entry.role, "content": {"type": "audio", "audio_ids": list(entry.audio_ids or ())}}
+
+    def messages(self, current_audio_ids: Sequence[int]) -> tuple[list[dict[str, Any]], int]:
+        """Messages for a reply to the current user turn, and their estimated prompt tokens.
+
+        Oldest turns are evicted (for good) while the total exceeds the budget; the system prompt and
+        the current turn always stay.
+        """
+        fixed = len(current_audio_ids) + MESSAGE_OVERHEAD_TOKENS
+        if self.system_prompt:
+            fixed += self.count_text_tokens(self.system_prompt) + MESSAGE_OVERHEAD_TOKENS
+        with self._lock:
+            costs = [self._turn_tokens(entry) for entry in self.turns]
+            while self.turns and fixed + sum(costs) > self.token_budget:
+                evicted = self.turns.pop(0)
+                costs.pop(0)
+                self.evicted_turns += 1
+                logger.debug("context budget %d: evicted %s turn %d", self.token_budget, evicted.role, evicted.turn)
+            # A history must not start with an assistant turn: drop one left over by eviction.
+            while self.turns and self.turns[0].role == "assistant":
+                self.turns.pop(0)
+                costs.pop(0)
+                self.evicted_turns += 1
+            history = [self._message(entry) for entry in self.turns]
+            total = fixed + sum(costs)
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.extend(history)
+        messages.append({"role": "user", "content": {"type": "audio", "audio_ids": list(current_audio_ids)}})
+        return messages, total
+
+    def compression_ratio(self) -> float | None:
+        """Audio tokens replaced per transcript token so far (``None`` before the first transcript)."""
+        with self._lock:
+            if self._text_tokens_of_transcripts == 0:
+                return None
+            return self._audio_tokens_transcribed / self._text_tokens_of_transcripts
