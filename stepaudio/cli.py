@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .errors import StepAudioError
+
 # Modules that expose ``register(subparsers: argparse._SubParsersAction) -> None``; each registered
 # sub-parser sets ``func`` (``args -> int`` exit status) through ``set_defaults``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -43,7 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (StepAudioError, FileNotFoundError) as error:
+        # The library's own errors already say what was wrong and how to fix it: print that, not a traceback.
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,3 +25,11 @@ def test_console_command_has_every_sub_command():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps the sub-parsers here
     assert {"chat", "tts", "tokenize", "make-fixtures"} <= set(commands)
+
+
+def test_cli_reports_library_errors_without_a_traceback(tmp_path, capsys):
+    from stepaudio.cli import main
+
+    assert main(["chat", "--model-path", str(tmp_path / "missing"), "--text", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err

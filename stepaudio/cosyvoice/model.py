@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..device import resolve_device, resolve_dtype
-from ..errors import AudioTokenError, CheckpointFileNotFoundError, PromptError
+from ..errors import OFFICIAL_DOWNLOAD_HINT, AudioTokenError, CheckpointFileNotFoundError, PromptError
 from ..streaming import Stream
 from .builder import build_from_recipe
 from .checkpoint import load_strict
@@ -95,8 +95,14 @@ class StreamingConfig:
         for name in ("first_chunk_tokens", "chunk_tokens", "max_chunk_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StreamingConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lookahead_tokens", "left_context_tokens", "mel_crossfade_frames", "hift_context_frames",
-                     "hift_lookahead_frames", "audio_crossfade_frames"):
+        for name in (
+            "lookahead_tokens",
+            "left_context_tokens",
+            "mel_crossfade_frames",
+            "hift_context_frames",
+            "hift_lookahead_frames",
+            "audio_crossfade_frames",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"StreamingConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -139,9 +145,17 @@ class CosyVoiceDecoder:
         n_timesteps: Euler steps of the flow ODE (10 upstream).
     """
 
-    def __init__(self, flow: FlowModel, hift: HiFTGenerator, mel_config: MelSpectrogramConfig,
-                 speaker_encoder: CampPlusSpeakerEncoder | None, device: torch.device, flow_dtype: torch.dtype,
-                 seed: int = 0, n_timesteps: int = 10) -> None:
+    def __init__(
+        self,
+        flow: FlowModel,
+        hift: HiFTGenerator,
+        mel_config: MelSpectrogramConfig,
+        speaker_encoder: CampPlusSpeakerEncoder | None,
+        device: torch.device,
+        flow_dtype: torch.dtype,
+        seed: int = 0,
+        n_timesteps: int = 10,
+    ) -> None:
         self.device = torch.device(device)
         self.flow_dtype = flow_dtype
         self.flow = flow.to(self.device, flow_dtype).eval()
@@ -151,14 +165,20 @@ class CosyVoiceDecoder:
         self.seed = int(seed)
         self.n_timesteps = int(n_timesteps)
         self.sample_rate = SAMPLE_RATE
-        logger.info("CosyVoice decoder on %s: flow %s, hift float32, %d Euler steps", self.device, flow_dtype,
-                    self.n_timesteps)
+        logger.info(
+            "CosyVoice decoder on %s: flow %s, hift float32, %d Euler steps", self.device, flow_dtype, self.n_timesteps
+        )
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, seed: int = 0,
-                        n_timesteps: int = 10) -> "CosyVoiceDecoder":
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        seed: int = 0,
+        n_timesteps: int = 10,
+    ) -> "CosyVoiceDecoder":
         """Load a ``CosyVoice-300M-25Hz`` (or ``-Music``) folder exactly as published.
 
         Args:
@@ -180,8 +200,9 @@ class CosyVoiceDecoder:
             if not path.is_file():
                 raise CheckpointFileNotFoundError(
                     f"{path} not found; the decoder expects the official layout {_FOLDER_LAYOUT}. "
-                    "Pass the CosyVoice-300M-25Hz folder itself (not its parent)",
-                    folder=folder, file=path,
+                    "Pass the CosyVoice-300M-25Hz folder itself (not its parent). " + OFFICIAL_DOWNLOAD_HINT,
+                    folder=folder,
+                    file=path,
                 )
         resolved_device = resolve_device(device)
         flow_dtype = resolve_dtype(dtype, resolved_device)
@@ -192,8 +213,16 @@ class CosyVoiceDecoder:
         load_strict(built.flow, folder / "flow.pt", folder, built_from=str(recipe_path))
         load_strict(built.hift, folder / "hift.pt", folder, built_from=str(recipe_path))
         speaker_encoder = CampPlusSpeakerEncoder(folder / "campplus.onnx")
-        return cls(built.flow, built.hift, built.feat_extractor, speaker_encoder, resolved_device, flow_dtype,
-                   seed=seed, n_timesteps=n_timesteps)
+        return cls(
+            built.flow,
+            built.hift,
+            built.feat_extractor,
+            speaker_encoder,
+            resolved_device,
+            flow_dtype,
+            seed=seed,
+            n_timesteps=n_timesteps,
+        )
 
     # ------------------------------------------------------------------------------------------- frontend
     def prompt_features(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> PromptFeatures:
@@ -205,9 +234,14 @@ class CosyVoiceDecoder:
         return PromptFeatures(mel, torch.tensor([mel.shape[1]], dtype=torch.int32), embedding)
 
     # ------------------------------------------------------------------------------------------- inputs
-    def _prepare(self, speech_feat: torch.Tensor, speech_feat_len: torch.Tensor | int, prompt_token: torch.Tensor,
-                 prompt_token_len: torch.Tensor | int, embedding: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self,
+        speech_feat: torch.Tensor,
+        speech_feat_len: torch.Tensor | int,
+        prompt_token: torch.Tensor,
+        prompt_token_len: torch.Tensor | int,
+        embedding: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prompt_token = _as_token_tensor(prompt_token, "prompt_token")
         num_prompt_tokens = int(torch.as_tensor(prompt_token_len).reshape(-1)[0])
         if not 0 <= num_prompt_tokens <= prompt_token.shape[1]:
@@ -234,8 +268,11 @@ class CosyVoiceDecoder:
                 f"{tuple(embedding.shape)}"
             )
         self._check_token_range(prompt_token, "prompt_token")
-        return (speech_feat.to(self.device, self.flow_dtype), prompt_token.to(self.device),
-                embedding.to(self.device, self.flow_dtype))
+        return (
+            speech_feat.to(self.device, self.flow_dtype),
+            prompt_token.to(self.device),
+            embedding.to(self.device, self.flow_dtype),
+        )
 
     def _check_token_range(self, tokens: torch.Tensor, what: str) -> None:
         if tokens.numel() and int(tokens.max()) >= self.flow.vocab_size:
@@ -246,10 +283,16 @@ class CosyVoiceDecoder:
 
     # ------------------------------------------------------------------------------------------- offline
     @torch.inference_mode()
-    def token_to_wav_offline(self, speech_token: torch.Tensor, speech_feat: torch.Tensor,
-                             speech_feat_len: torch.Tensor | int, prompt_token: torch.Tensor,
-                             prompt_token_len: torch.Tensor | int, embedding: torch.Tensor,
-                             seed: int | None = None) -> torch.Tensor:
+    def token_to_wav_offline(
+        self,
+        speech_token: torch.Tensor,
+        speech_feat: torch.Tensor,
+        speech_feat_len: torch.Tensor | int,
+        prompt_token: torch.Tensor,
+        prompt_token_len: torch.Tensor | int,
+        embedding: torch.Tensor,
+        seed: int | None = None,
+    ) -> torch.Tensor:
         """Decode all ``speech_token`` [1, T] (values 0..5119) at once (upstream argument list).
 
         Args:
@@ -264,39 +307,62 @@ class CosyVoiceDecoder:
         """
         tokens = _as_token_tensor(speech_token, "speech_token")
         self._check_token_range(tokens, "speech_token")
-        feat, prompt_tokens, embedding = self._prepare(speech_feat, speech_feat_len, prompt_token,
-                                                        prompt_token_len, embedding)
+        feat, prompt_tokens, embedding = self._prepare(
+            speech_feat, speech_feat_len, prompt_token, prompt_token_len, embedding
+        )
         if mel_frames_for_tokens(tokens.shape[1], self.flow.input_frame_rate) == 0:
             return torch.zeros(1, 0)
         seed = self.seed if seed is None else int(seed)
-        mel = self.flow.inference(tokens.to(self.device), prompt_tokens, feat, embedding,
-                                  FrameNoise(seed, self.flow.output_size), self.n_timesteps)
+        mel = self.flow.inference(
+            tokens.to(self.device),
+            prompt_tokens,
+            feat,
+            embedding,
+            FrameNoise(seed, self.flow.output_size),
+            self.n_timesteps,
+        )
         waveform = self.hift(mel.float(), SampleNoise(seed, self.hift.harmonics))
         return waveform.float().cpu()
 
     # ------------------------------------------------------------------------------------------- streaming
-    def stream(self, speech_feat: torch.Tensor, speech_feat_len: torch.Tensor | int, prompt_token: torch.Tensor,
-               prompt_token_len: torch.Tensor | int, embedding: torch.Tensor,
-               config: StreamingConfig | None = None, seed: int | None = None) -> "TokenToWavStream":
+    def stream(
+        self,
+        speech_feat: torch.Tensor,
+        speech_feat_len: torch.Tensor | int,
+        prompt_token: torch.Tensor,
+        prompt_token_len: torch.Tensor | int,
+        embedding: torch.Tensor,
+        config: StreamingConfig | None = None,
+        seed: int | None = None,
+    ) -> "TokenToWavStream":
         """A :class:`TokenToWavStream`: ``feed`` token pieces, get audio chunks; ``close`` flushes the rest."""
-        feat, prompt_tokens, embedding = self._prepare(speech_feat, speech_feat_len, prompt_token,
-                                                        prompt_token_len, embedding)
-        return TokenToWavStream(self, feat, prompt_tokens, embedding, config or StreamingConfig(),
-                                self.seed if seed is None else int(seed))
+        feat, prompt_tokens, embedding = self._prepare(
+            speech_feat, speech_feat_len, prompt_token, prompt_token_len, embedding
+        )
+        return TokenToWavStream(
+            self, feat, prompt_tokens, embedding, config or StreamingConfig(), self.seed if seed is None else int(seed)
+        )
 
-    def token_to_wav_stream(self, tokens_iterable: Iterable[int | Sequence[int] | torch.Tensor],
-                            speech_feat: torch.Tensor, speech_feat_len: torch.Tensor | int,
-                            prompt_token: torch.Tensor, prompt_token_len: torch.Tensor | int,
-                            embedding: torch.Tensor, config: StreamingConfig | None = None,
-                            seed: int | None = None) -> Iterator[torch.Tensor]:
+    def token_to_wav_stream(
+        self,
+        tokens_iterable: Iterable[int | Sequence[int] | torch.Tensor],
+        speech_feat: torch.Tensor,
+        speech_feat_len: torch.Tensor | int,
+        prompt_token: torch.Tensor,
+        prompt_token_len: torch.Tensor | int,
+        embedding: torch.Tensor,
+        config: StreamingConfig | None = None,
+        seed: int | None = None,
+    ) -> Iterator[torch.Tensor]:
         """Yield waveform chunks [1, n] (float32, 22050 Hz) while tokens arrive; empty chunks are skipped.
 
         ``tokens_iterable`` yields single ids or pieces of ids.  Concatenating the chunks gives
         exactly as many samples as :meth:`token_to_wav_offline`, and (with the same seed) nearly
         the same waveform; see the tests for the bound.
         """
-        with self.stream(speech_feat, speech_feat_len, prompt_token, prompt_token_len, embedding, config,
-                         seed) as session:
+        with self.stream(
+            speech_feat, speech_feat_len, prompt_token, prompt_token_len, embedding, config, seed
+        ) as session:
             for piece in tokens_iterable:
                 chunk = session.feed(piece)
                 if chunk.shape[1]:
@@ -347,8 +413,15 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
     with the held-back tail of the previous call.
     """
 
-    def __init__(self, decoder: CosyVoiceDecoder, prompt_feat: torch.Tensor, prompt_token: torch.Tensor,
-                 embedding: torch.Tensor, config: StreamingConfig, seed: int) -> None:
+    def __init__(
+        self,
+        decoder: CosyVoiceDecoder,
+        prompt_feat: torch.Tensor,
+        prompt_token: torch.Tensor,
+        embedding: torch.Tensor,
+        config: StreamingConfig,
+        seed: int,
+    ) -> None:
         super().__init__()
         self.decoder = decoder
         self.config = config
@@ -407,8 +480,17 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
             state.committed_tokens = commit_to
             return
         window = torch.tensor([state.tokens[start_token:stop_token]], device=self.decoder.device)
-        mel = flow.inference_window(window, start_token, frame_start, frame_stop, self.prompt_token,
-                                    self.prompt_feat, self.speaker, self.frame_noise, self.decoder.n_timesteps)
+        mel = flow.inference_window(
+            window,
+            start_token,
+            frame_start,
+            frame_stop,
+            self.prompt_token,
+            self.prompt_feat,
+            self.speaker,
+            self.frame_noise,
+            self.decoder.n_timesteps,
+        )
         mel = mel.float()
         previous = state.provisional_mel
         if previous is not None and previous.shape[2] and config.mel_crossfade_frames:
@@ -433,14 +515,14 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
             return self._release_tail() if final else torch.zeros(1, 0)
         commit = new_mel.shape[2]
         context_mel = state.mel_history if state.mel_history is not None else new_mel[:, :, :0]
-        context_source = (state.source_history if state.source_history is not None
-                          else torch.zeros(1, 1, 0, device=new_mel.device))
+        context_source = (
+            state.source_history if state.source_history is not None else torch.zeros(1, 1, 0, device=new_mel.device)
+        )
         lookahead = new_mel[:, :, :0]
         if not final and state.provisional_mel is not None:
             lookahead = state.provisional_mel[:, :, : config.hift_lookahead_frames]
         window = torch.cat([context_mel, new_mel, lookahead], dim=2)
-        waveform, new_source = hift.vocode_window(window, context_source, state.source_state, self.sample_noise,
-                                                  commit)
+        waveform, new_source = hift.vocode_window(window, context_source, state.source_state, self.sample_noise, commit)
         state.vocoder_calls += 1
         context_frames = context_mel.shape[2]
         # audio of [vocoded - tail, vocoded + commit): the tail region was produced by the previous call too
