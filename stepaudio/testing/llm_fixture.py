@@ -118,7 +118,7 @@ def _prefer_text_pieces(lm_head_weight: torch.Tensor) -> None:
     ]
     keep = torch.zeros(lm_head_weight.shape[0], dtype=torch.bool)
     keep[text_rows] = True
-    lm_head_weight.mul_(keep[:, None].to(lm_head_weight.dtype) * 50.0)
+    lm_head_weight.mul_(keep[:, None].to(lm_head_weight.dtype) * 20.0)
 
 
 def build_tiny_step1_checkpoint(folder: str | Path, kind: str = "chat", seed: int = 0, num_shards: int = 3) -> Path:
