@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "stepaudio.tts.cli",
     "stepaudio.tokenizer.cli",
     "stepaudio.testing.cli",
+    "stepaudio.realtime.cli",
 )
 
 

@@ -24,7 +24,7 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_console_command_has_every_sub_command():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps the sub-parsers here
-    assert {"chat", "tts", "tokenize", "make-fixtures"} <= set(commands)
+    assert {"chat", "tts", "tokenize", "make-fixtures", "serve-realtime"} <= set(commands)
 
 
 def test_cli_reports_library_errors_without_a_traceback(tmp_path, capsys):

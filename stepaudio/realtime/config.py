@@ -80,7 +80,9 @@ class RealtimeConfig:
             )
         for name in ("min_speech_ms", "barge_in_ms", "pause_ms", "end_of_turn_ms"):
             if getattr(self, name) <= 0:
-                raise RealtimeConfigError(f"{name} must be a positive number of milliseconds; got {getattr(self, name)}")
+                raise RealtimeConfigError(
+                    f"{name} must be a positive number of milliseconds; got {getattr(self, name)}"
+                )
         if self.preroll_ms < 0:
             raise RealtimeConfigError(f"preroll_ms must be >= 0; got {self.preroll_ms}")
         if self.end_of_turn_ms <= self.pause_ms:
@@ -93,7 +95,9 @@ class RealtimeConfig:
         if self.max_sentence_chars < 1:
             raise RealtimeConfigError(f"max_sentence_chars must be at least 1; got {self.max_sentence_chars}")
         if self.context_token_budget < 16:
-            raise RealtimeConfigError(f"context_token_budget must be at least 16 tokens; got {self.context_token_budget}")
+            raise RealtimeConfigError(
+                f"context_token_budget must be at least 16 tokens; got {self.context_token_budget}"
+            )
         if self.tokenizer_right_context_s <= 0:
             raise RealtimeConfigError(
                 f"tokenizer_right_context_s must be positive; got {self.tokenizer_right_context_s}"

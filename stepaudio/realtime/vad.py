@@ -8,6 +8,7 @@ silence decisions with hysteresis; the controller applies the minimum durations.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -56,7 +57,10 @@ class SileroVAD:
                 "stepaudio.realtime needs the silero-vad package for voice activity detection: "
                 "pip install silero-vad==6.2.3"
             ) from error
-        self._model = load_silero_vad(onnx=True)
+        with warnings.catch_warnings():
+            # silero-vad 6.2 locates its model with importlib.resources.path, deprecated in Python 3.11
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="silero_vad")
+            self._model = load_silero_vad(onnx=True)
 
     def speech_probability(self, frame: np.ndarray) -> float:
         import torch

@@ -53,6 +53,13 @@ class ModelWorkers:
 
         return self._executor.submit(run)
 
-    def shutdown(self) -> None:
-        """Wait for the running jobs and stop the threads."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, cancel_queued: bool = True) -> None:
+        """Stop the threads after the running jobs (and, unless ``cancel_queued``, the queued ones) finish."""
+        if cancel_queued:
+            with self._lock:
+                queued = self._pending
+        self._executor.shutdown(wait=True, cancel_futures=cancel_queued)
+        if cancel_queued:
+            with self._lock:  # cancelled jobs never ran their bookkeeping
+                self._pending = 0
+            logger.debug("realtime workers shut down (%d jobs were running or queued)", queued)

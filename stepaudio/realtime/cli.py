@@ -1,0 +1,91 @@
+"""``stepaudio serve-realtime``: the realtime voice WebSocket server with its browser page."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from ..cli_options import add_model_folder_options, add_speech_options, default_speakers_dir
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve-realtime`` sub-command."""
+    parser = subparsers.add_parser(
+        "serve-realtime",
+        help="serve real-time voice chat over WebSocket, with a browser page",
+        description="Serve real-time voice conversations: a WebSocket endpoint at /ws (protocol: "
+        "stepaudio/realtime/protocol.md) and a browser page at /. Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_folder_options(
+        parser, "the folder holding Step-Audio-Chat, Step-Audio-TTS-3B, Step-Audio-Tokenizer (and speakers/)", True
+    )
+    add_speech_options(parser)
+    parser.add_argument("--speaker", default="Tingting", help="voice of the replies (default Tingting)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, local only)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765)")
+    parser.add_argument("--workers", type=int, default=1, help="model jobs run at once across sessions (default 1)")
+    parser.add_argument("--max-sessions", type=int, default=8, help="concurrent connections (default 8)")
+    parser.add_argument("--max-message-bytes", type=int, default=64 * 1024, help="client message limit (64 KiB)")
+    parser.add_argument("--idle-timeout", type=float, default=60.0, help="close silent connections after N s (60)")
+    parser.add_argument("--pause-ms", type=int, default=200, help="pause that starts a speculative reply (200)")
+    parser.add_argument("--end-of-turn-ms", type=int, default=600, help="pause that ends the user turn (600)")
+    parser.add_argument("--no-speculation", action="store_true", help="generate replies only at the end of turn")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit in tokens (256)")
+    parser.add_argument("--context-tokens", type=int, default=3000, help="history token budget (3000)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..pipeline import StepAudio
+    from .config import RealtimeConfig
+    from .server import RealtimeServer, ServerConfig
+
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    root = Path(args.model_path)
+    pipeline = StepAudio(
+        args.tokenizer_path or root,
+        args.tts_path or root,
+        args.llm_path or root,
+        speakers_dir=default_speakers_dir(root, args.speakers_dir),
+        device=args.device,
+    )
+    if args.max_speech_seconds is not None:
+        pipeline.decoder.max_speech_seconds = args.max_speech_seconds
+    config = RealtimeConfig(
+        speaker=args.speaker,
+        pause_ms=args.pause_ms,
+        end_of_turn_ms=args.end_of_turn_ms,
+        speculative=not args.no_speculation,
+        max_new_tokens=args.max_new_tokens,
+        context_token_budget=args.context_tokens,
+    )
+    server_config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_message_bytes=args.max_message_bytes,
+        idle_timeout_s=args.idle_timeout,
+        max_sessions=args.max_sessions,
+        workers=args.workers,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "serving on %s: the realtime server has no authentication; anyone who reaches it can talk", args.host
+        )
+    server = RealtimeServer(pipeline, config, server_config)
+    print(f"open http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    try:
+        asyncio.run(server.serve_forever())
+    except KeyboardInterrupt:
+        pass
+    return 0

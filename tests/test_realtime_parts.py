@@ -1,0 +1,147 @@
+"""The small parts of stepaudio.realtime: VAD, speech gate, sentence stream, context manager, config, session input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import soundfile
+
+from stepaudio.errors import AudioInputError, RealtimeConfigError, RealtimeSessionClosedError, StreamClosedError
+from stepaudio.realtime import FRAME_SAMPLES, ConversationContext, RealtimeConfig, ScriptedVAD, SileroVAD, SpeechGate
+from stepaudio.realtime.sentences import SentenceStream
+
+
+def frames_of(audio: np.ndarray) -> list[np.ndarray]:
+    usable = audio.shape[0] // FRAME_SAMPLES * FRAME_SAMPLES
+    return [audio[i : i + FRAME_SAMPLES] for i in range(0, usable, FRAME_SAMPLES)]
+
+
+def test_silero_vad_finds_the_speech_in_a_real_clip_and_not_in_silence(shared_audio_dir):
+    audio, rate = soundfile.read(shared_audio_dir / "BAC009S0764W0121.wav", dtype="float32")
+    assert rate == 16000
+    vad = SileroVAD()
+    silence = [vad.speech_probability(frame) for frame in frames_of(np.zeros(16000, np.float32))]
+    vad.reset()
+    speech = [vad.speech_probability(frame) for frame in frames_of(audio)]
+    assert max(silence) < 0.2
+    assert np.mean(np.array(speech) > 0.5) > 0.4  # read speech: most frames are voiced
+    with pytest.raises(AudioInputError, match="512 samples"):
+        vad.speech_probability(np.zeros(400, np.float32))
+
+
+def test_speech_gate_has_hysteresis():
+    gate = SpeechGate(threshold=0.5, negative_threshold=0.3)
+    decisions = [gate.update(p) for p in (0.4, 0.6, 0.4, 0.31, 0.2, 0.45, 0.5)]
+    assert decisions == [False, True, True, True, False, False, True]
+
+
+def test_scripted_vad_follows_its_timeline():
+    vad = ScriptedVAD([(0.064, 0.128)])
+    probabilities = [vad.speech_probability(np.zeros(FRAME_SAMPLES, np.float32)) for _ in range(5)]
+    assert probabilities == [0.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_sentence_stream_cuts_at_sentence_ends_and_length_limit():
+    stream = SentenceStream(max_chars=12)
+    out = []
+    for piece in ["你好", "。今天", "天气", "真好！", "It is a very long clause without end", " ok"]:
+        out += stream.feed(piece)
+    out += stream.close()
+    assert "".join(out) == "你好。今天天气真好！It is a very long clause without end ok"
+    assert out[0] == "你好。" and out[1] == "今天天气真好！"
+    assert all(len(segment) <= 12 for segment in out)
+    with pytest.raises(StreamClosedError):
+        stream.feed("more")
+
+
+class _WordTranscriber:
+    """A transcriber that names the number of audio ids (the real default needs the chat model)."""
+
+    def transcribe(self, audio_ids):
+        return f"heard {len(audio_ids)} ids"
+
+
+def test_context_keeps_transcripts_evicts_oldest_turns_and_reports_compression():
+    from stepaudio.realtime import ModelWorkers
+
+    workers = ModelWorkers(1)
+    seen = []
+    context = ConversationContext(
+        count_text_tokens=lambda text: len(text.split()),
+        token_budget=60,
+        system_prompt="be brief",
+        transcriber=_WordTranscriber(),
+        workers=workers,
+        on_transcript=lambda turn, text: seen.append((turn, text)),
+    )
+    context.add_user_turn(1, [65536] * 30)
+    context.add_assistant_turn(1, "one two three")
+    context.add_user_turn(2, [65537] * 20)
+    context.add_assistant_turn(2, "four five")
+    workers.shutdown(cancel_queued=False)  # waits for the transcription jobs
+    assert seen == [(1, "heard 30 ids"), (2, "heard 20 ids")]
+    assert context.compression_ratio() == pytest.approx(50 / 6)
+
+    messages, tokens = context.messages([65538] * 10)
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    assert [m["content"] for m in messages[1:5]] == ["heard 30 ids", "one two three", "heard 20 ids", "four five"]
+    assert messages[-1]["content"] == {"type": "audio", "audio_ids": [65538] * 10}
+
+    messages, tokens = context.messages([65538] * 40)  # a long current turn: the oldest pair goes
+    assert tokens <= 60
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"] == "heard 20 ids" and context.evicted_turns == 2
+
+
+def test_config_refuses_inconsistent_settings():
+    with pytest.raises(RealtimeConfigError, match="end_of_turn_ms"):
+        RealtimeConfig(pause_ms=600, end_of_turn_ms=600)
+    with pytest.raises(RealtimeConfigError, match="vad_negative_threshold"):
+        RealtimeConfig(vad_threshold=0.4, vad_negative_threshold=0.6)
+    assert RealtimeConfig.frames(200) == 7  # 7 x 32 ms covers 200 ms
+
+
+class _NoModels:
+    """The session's audio path is checked before any model is used (a reply needs speech)."""
+
+    class llm:  # noqa: N801 - attribute shape of StepAudio
+        class tokenizer:  # noqa: N801
+            @staticmethod
+            def encode(text):
+                return text.split()
+
+
+def test_session_resamples_pcm16_and_refuses_bad_audio():
+    from stepaudio.realtime import RealtimeSession
+
+    session = RealtimeSession(_NoModels(), RealtimeConfig(transcribe_history=False), vad=ScriptedVAD([]))
+
+    async def first_events():
+        session.push_audio((np.zeros(44100, np.int16)).tobytes(), 44100)  # 1 s of silence
+        session.wait_processed()
+        return session.controller.frames_seen
+
+    # 16000 samples at 16 kHz -> 31 whole frames, less what soxr's streaming filter still holds back
+    assert 29 <= asyncio.run(first_events()) <= 31
+    with pytest.raises(AudioInputError, match="44100 Hz audio"):
+        session.push_audio(np.zeros(100, np.int16), 16000)
+    with pytest.raises(AudioInputError, match="odd count"):
+        session.push_audio(b"\x00\x01\x02", 44100)
+    with pytest.raises(AudioInputError, match="mono"):
+        session.push_audio(np.zeros((2, 100), np.float32), 44100)
+    with pytest.raises(AudioInputError, match="NaN"):
+        session.push_audio(np.full(100, np.nan, np.float32), 44100)
+    session.close()
+    with pytest.raises(RealtimeSessionClosedError):
+        session.push_audio(np.zeros(100, np.int16), 44100)
+
+
+def test_serve_realtime_command_binds_to_loopback_by_default():
+    from stepaudio.cli import build_parser
+    from stepaudio.realtime.cli import run
+
+    args = build_parser().parse_args(["serve-realtime", "--model-path", "models"])
+    assert args.func is run
+    assert args.host == "127.0.0.1" and args.port == 8765 and not args.no_speculation
