@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, CheckpointKeyError, CheckpointShapeError
+from ..state_dict_check import find_state_dict_mismatch
 
 __all__ = ["read_state_dict", "load_strict", "check_state_dict"]
 
@@ -39,31 +40,29 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], path: Pa
         built_from: what the module's hyper-parameters came from (named in shape errors).
     """
     expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    if missing:
+    mismatch = find_state_dict_mismatch(expected, {key: tuple(value.shape) for key, value in state.items()})
+    if mismatch is None:
+        return
+    key = mismatch.key
+    more = f" and {mismatch.other_count} more: {mismatch.others}" if mismatch.other_count else ""
+    if mismatch.kind == "missing":
         raise CheckpointKeyError(
-            f"{path.name}: missing key '{missing[0]}' (expected shape {list(expected[missing[0]])})"
-            + (f" and {len(missing) - 1} more: {missing[1:6]}" if len(missing) > 1 else "")
-            + f"; the file does not match the architecture built from {built_from}",
-            folder=folder, file=path, key=missing[0],
+            f"{path.name}: missing key '{key}' (expected shape {list(mismatch.expected)}){more}"
+            f"; the file does not match the architecture built from {built_from}",
+            folder=folder, file=path, key=key,
         )
-    if unexpected:
+    if mismatch.kind == "unexpected":
         raise CheckpointKeyError(
-            f"{path.name}: unexpected key '{unexpected[0]}' (shape {list(state[unexpected[0]].shape)})"
-            + (f" and {len(unexpected) - 1} more: {unexpected[1:6]}" if len(unexpected) > 1 else "")
-            + f"; the file does not match the architecture built from {built_from}",
-            folder=folder, file=path, key=unexpected[0],
+            f"{path.name}: unexpected key '{key}' (shape {list(mismatch.found)}){more}"
+            f"; the file does not match the architecture built from {built_from}",
+            folder=folder, file=path, key=key,
         )
-    for key, shape in expected.items():
-        found = tuple(state[key].shape)
-        if found != shape:
-            raise CheckpointShapeError(
-                f"{path.name}: key '{key}' has shape {list(found)} but the model built from {built_from} expects "
-                f"{list(shape)}; the recipe's hyper-parameters do not match the weights (check the recipe "
-                "entry that sets this layer's size)",
-                folder=folder, file=path, key=key,
-            )
+    raise CheckpointShapeError(
+        f"{path.name}: key '{key}' has shape {list(mismatch.found)} but the model built from {built_from} expects "
+        f"{list(mismatch.expected)}; the recipe's hyper-parameters do not match the weights (check the recipe "
+        "entry that sets this layer's size)",
+        folder=folder, file=path, key=key,
+    )
 
 
 def load_strict(module: nn.Module, path: Path, folder: Path, built_from: str) -> nn.Module:

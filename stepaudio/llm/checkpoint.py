@@ -21,6 +21,7 @@ from ..errors import (
     CheckpointKeyError,
     CheckpointShapeError,
 )
+from ..state_dict_check import find_state_dict_mismatch
 from .configuration import Step1Config
 
 __all__ = [
@@ -127,33 +128,34 @@ def validate_step1_checkpoint(folder: str | Path, config: Step1Config) -> None:
     folder = Path(folder)
     expected = expected_state_dict_shapes(config)
     found = read_checkpoint_shapes(folder)
+    mismatch = find_state_dict_mismatch(expected, {key: shape for key, (shape, _) in found.items()})
+    if mismatch is None:
+        return
+    key = mismatch.key
     index_path = folder / INDEX_FILE
-    for key, shape in expected.items():
-        if key not in found:
-            raise CheckpointKeyError(
-                f"tensor {key!r} (shape {list(shape)}) is missing from the checkpoint in {folder} "
-                f"(looked in {index_path.name if index_path.is_file() else SINGLE_FILE} and its shards); "
-                "the folder is incomplete or not a Step-1 checkpoint",
-                folder=folder,
-                file=index_path if index_path.is_file() else folder / SINGLE_FILE,
-                key=key,
-            )
-        found_shape, shard = found[key]
-        if found_shape != shape:
-            raise CheckpointShapeError(
-                f"tensor {key!r} in {shard} has shape {list(found_shape)}, but config.json in {folder} implies "
-                f"{list(shape)}; config.json and the weights do not belong together",
-                folder=folder,
-                file=shard,
-                key=key,
-            )
-    for key, (found_shape, shard) in found.items():
-        if key not in expected:
-            raise CheckpointKeyError(
-                f"unexpected tensor {key!r} (shape {list(found_shape)}) in {shard}: a Step-1 model with this "
-                "config.json has no such parameter (strict loading; the checkpoint is of another architecture "
-                "or was modified)",
-                folder=folder,
-                file=shard,
-                key=key,
-            )
+    if mismatch.kind == "missing":
+        raise CheckpointKeyError(
+            f"tensor {key!r} (shape {list(mismatch.expected)}) is missing from the checkpoint in {folder} "
+            f"(looked in {index_path.name if index_path.is_file() else SINGLE_FILE} and its shards); "
+            "the folder is incomplete or not a Step-1 checkpoint",
+            folder=folder,
+            file=index_path if index_path.is_file() else folder / SINGLE_FILE,
+            key=key,
+        )
+    shard = found[key][1]
+    if mismatch.kind == "unexpected":
+        raise CheckpointKeyError(
+            f"unexpected tensor {key!r} (shape {list(mismatch.found)}) in {shard}: a Step-1 model with this "
+            "config.json has no such parameter (strict loading; the checkpoint is of another architecture "
+            "or was modified)",
+            folder=folder,
+            file=shard,
+            key=key,
+        )
+    raise CheckpointShapeError(
+        f"tensor {key!r} in {shard} has shape {list(mismatch.found)}, but config.json in {folder} implies "
+        f"{list(mismatch.expected)}; config.json and the weights do not belong together",
+        folder=folder,
+        file=shard,
+        key=key,
+    )
