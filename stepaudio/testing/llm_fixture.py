@@ -100,7 +100,7 @@ def write_step1_checkpoint(
     return folder
 
 
-def _prefer_text_pieces(lm_head_weight: torch.Tensor) -> None:
+def _prefer_text_pieces(lm_head_weight: torch.Tensor, tokenizer_model: bytes) -> None:
     """Make a random chat model write (random) readable text instead of placeholder or audio pieces.
 
     Rows of ordinary text pieces are scaled up and all other rows zeroed, so sampled replies are
@@ -109,7 +109,7 @@ def _prefer_text_pieces(lm_head_weight: torch.Tensor) -> None:
     """
     import sentencepiece as spm
 
-    processor = spm.SentencePieceProcessor(model_proto=build_step_sentencepiece_model())
+    processor = spm.SentencePieceProcessor(model_proto=tokenizer_model)
     text_rows = [
         i
         for i in range(processor.get_piece_size())
@@ -139,6 +139,7 @@ def build_tiny_step1_checkpoint(folder: str | Path, kind: str = "chat", seed: in
     folder.mkdir(parents=True, exist_ok=True)
     config_dict = tiny_step1_config_dict(kind)
     config = Step1Config(**config_dict)
+    tokenizer_model = build_step_sentencepiece_model()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -149,12 +150,12 @@ def build_tiny_step1_checkpoint(folder: str | Path, kind: str = "chat", seed: in
                 if name.endswith("layernorm.weight") or name == "model.norm.weight":
                     parameter.add_(0.1 * torch.randn_like(parameter))
             if kind == "chat":
-                _prefer_text_pieces(model.lm_head.weight)
+                _prefer_text_pieces(model.lm_head.weight, tokenizer_model)
     finally:
         torch.random.set_rng_state(generator_state)
     write_step1_checkpoint(folder, model.state_dict(), config_dict, num_shards=num_shards)
 
-    write_step_sentencepiece_model(folder / "tokenizer.model")
+    write_step_sentencepiece_model(folder / "tokenizer.model", tokenizer_model)
     tokenizer_config = dict(_TOKENIZER_CONFIG_COMMON)
     if kind == "chat":
         tokenizer_config["add_bos_token"] = True

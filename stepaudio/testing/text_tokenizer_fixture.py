@@ -109,9 +109,9 @@ def build_step_sentencepiece_model(
     return proto.SerializeToString()
 
 
-def write_step_sentencepiece_model(path: Path) -> Path:
-    """Write :func:`build_step_sentencepiece_model` to ``path`` and check the official ids hold."""
-    data = build_step_sentencepiece_model()
+def write_step_sentencepiece_model(path: Path, data: bytes | None = None) -> Path:
+    """Write ``data`` (default: :func:`build_step_sentencepiece_model`) to ``path``, checking the official ids."""
+    data = build_step_sentencepiece_model() if data is None else data
     processor = spm.SentencePieceProcessor(model_proto=data)
     for piece, expected in (("<s>", 1), ("<|EOT|>", 3), ("<|BOT|>", 4), ("<audio_0>", AUDIO_TOKEN_OFFSET)):
         actual = processor.piece_to_id(piece)

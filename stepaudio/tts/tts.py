@@ -245,9 +245,13 @@ class StepAudioTTS:
         if clone_dict is None and not speaker:
             raise PromptError("StepAudioTTS needs a speaker id or a clone_dict")
         segments = []
+        voices: dict[tuple[str | None, str], VoicePrompt] = {}  # segments share their voice prompt
         for piece in split_tts_text(text, self.max_segment_chars) if isinstance(text, str) else [text]:
             plan = plan_tts_request(piece, None if clone_dict is not None else speaker)
-            voice = self.voice_for(plan, clone_dict)
+            voice_key = (plan.prompt_speaker, plan.decoder)
+            if voice_key not in voices:
+                voices[voice_key] = self.voice_for(plan, clone_dict)
+            voice = voices[voice_key]
             prompt_ids = build_tts_prompt_ids(
                 self.text_tokenizer, plan.system_prompt, voice.prompt_text, voice.prompt_audio_ids, piece
             )
