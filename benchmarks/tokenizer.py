@@ -106,6 +106,19 @@ def main() -> int:
             f"({len(ids)} ids, {len(vq02)} vq02, {len(vq06)} vq06)"
         )
 
+        # vq02 of 16 clips of 4 s: one clip at a time vs batch_wav2token's batched encoder (same codes).
+        clips = [audio[i * 64000 : (i + 1) * 64000] for i in range(min(16, len(audio) // 64000))]
+        start = time.perf_counter()
+        one_by_one = [tokenizer.linguistic.encode(clip) for clip in clips]
+        sequential_s = time.perf_counter() - start
+        start = time.perf_counter()
+        batched = tokenizer.linguistic.encode_batch(clips)
+        batched_s = time.perf_counter() - start
+        print(
+            f"vq02 of {len(clips)} clips x 4 s: one at a time {sequential_s:.2f} s, batched {batched_s:.2f} s "
+            f"({sequential_s / batched_s:.2f}x; codes {'identical' if batched == one_by_one else 'DIFFER'})"
+        )
+
         chunk = int(args.chunk_ms * 16)
         per_second: dict[int, list[float]] = {s: [] for s in MEASURED_SECONDS}
         for _ in range(args.repeats):

@@ -23,7 +23,7 @@ from .llm.chat import StepAudioChat
 
 __version__ = "0.1.0"
 
-# Imported on first use: the tokenizer pulls in funasr and onnxruntime, which take seconds to import.
+# Imported on first use: the tokenizer pulls in onnxruntime and librosa, which take a while to import.
 _LAZY_EXPORTS = {
     "StepAudio": "stepaudio.pipeline",
     "StepAudioTTS": "stepaudio.tts.tts",

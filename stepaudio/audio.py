@@ -11,6 +11,8 @@ Conventions used throughout stepaudio:
 - Integer PCM arrays are scaled to float by their type's full scale (int16: 32768, int32: 2**31).
 - Files are read with soundfile (wav incl. 16/24/32-bit PCM and float, flac, ogg/vorbis, mp3 where
   the installed libsndfile supports it); nothing here uses torchaudio.
+- Sample rates are changed with :func:`resample` (defined in :mod:`stepaudio.resample`, re-exported
+  here): the same values as ``torchaudio.transforms.Resample`` with its defaults, as upstream uses.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Union
 import numpy as np
 
 from .errors import AudioInputError
+from .resample import resample  # the package's resampler (torchaudio's default Resample), re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -149,21 +152,6 @@ def to_mono(wav: np.ndarray) -> np.ndarray:
     if wav.shape[0] == 1:
         return wav[0]
     return wav.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-
-def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample mono ``[T]`` audio with soxr (high quality); returns ``wav`` itself when the rates are equal.
-
-    soxr accepts any rate ratio, so 8 kHz input is upsampled (upstream refuses rates below 16 kHz).
-    Streaming users get bit-identical output from :func:`soxr.ResampleStream` fed in pieces.
-    """
-    if orig_sr <= 0 or target_sr <= 0:
-        raise AudioInputError(f"sample rates must be positive; got {orig_sr} -> {target_sr}")
-    if orig_sr == target_sr:
-        return wav
-    import soxr
-
-    return soxr.resample(wav, orig_sr, target_sr).astype(np.float32, copy=False)
 
 
 def energy_norm(wav: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ def tiny_tts_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Step-Audio-Tokenizer folder (funasr streaming Paraformer, k-means, ONNX), built once."""
+    """A tiny random Step-Audio-Tokenizer folder (streaming Paraformer, k-means, ONNX), built once."""
     from stepaudio.testing import build_tiny_tokenizer_checkpoint
 
     return build_tiny_tokenizer_checkpoint(tmp_path_factory.mktemp("tok") / "Step-Audio-Tokenizer", seed=0)

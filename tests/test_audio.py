@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import soxr
 
 from stepaudio.audio import as_waveform, check_finite, energy_norm, load_audio, resample, to_mono, trim_silence
 from stepaudio.errors import AudioInputError
+from stepaudio.resample import ResamplerStream
 
 
 def test_load_wav_flac_mp3_and_24_bit(shared_audio_dir: Path) -> None:
@@ -81,12 +81,18 @@ def test_check_finite() -> None:
         check_finite(np.array([0.0, np.nan, np.inf], np.float32))
 
 
-def test_resample_is_noop_for_equal_rates_and_soxr_otherwise() -> None:
+def test_resample_is_noop_for_equal_rates_and_torchaudio_equal_otherwise() -> None:
+    # stepaudio.audio.resample is stepaudio.resample.resample (values checked in tests/test_resample.py)
     audio = np.random.default_rng(1).uniform(-0.5, 0.5, 8000).astype(np.float32)
     assert resample(audio, 16000, 16000) is audio
     up = resample(audio, 8000, 16000)
     assert up.shape == (16000,) and up.dtype == np.float32
-    np.testing.assert_array_equal(up, soxr.resample(audio, 8000, 16000))
+    stream = ResamplerStream(8000, 16000)
+    streamed = np.concatenate([stream.feed(audio[:3000]), stream.feed(audio[3000:]), stream.close()])
+    np.testing.assert_allclose(streamed, up, rtol=0, atol=1e-6)
+    # a band-limited 2x upsample keeps the input's (low-passed) samples at the even positions
+    tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32)
+    np.testing.assert_allclose(resample(tone, 8000, 16000)[200:-200:2], tone[100:-100], atol=0.02)
     with pytest.raises(AudioInputError):
         resample(audio, 0, 16000)
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from cosyvoice_fixtures import tiny_cosyvoice_dir, tiny_decoder  # noqa: F401  (pytest fixtures)
+from cosyvoice_fixtures import RECIPE_SPELLINGS, tiny_cosyvoice_dir, tiny_decoder  # noqa: F401  (pytest fixtures)
 
 from stepaudio.cosyvoice import CosyVoiceDecoder
-from stepaudio.errors import CheckpointFileNotFoundError, CheckpointKeyError, CheckpointShapeError
+from stepaudio.errors import (
+    CheckpointConfigError,
+    CheckpointFileNotFoundError,
+    CheckpointKeyError,
+    CheckpointShapeError,
+)
 
 
 def _copy_folder(source: Path, tmp_path: Path) -> Path:
@@ -59,8 +65,10 @@ def test_wrong_shape_names_key_and_both_shapes(tiny_cosyvoice_dir: Path, tmp_pat
         CosyVoiceDecoder.from_pretrained(folder, device="cpu")
 
 
-def test_recipe_hyper_parameter_mismatch_is_reported_as_shape_error(tiny_cosyvoice_dir: Path,  # noqa: F811
-                                                                     tmp_path: Path) -> None:
+def test_recipe_hyper_parameter_mismatch_is_reported_as_shape_error(
+    tiny_cosyvoice_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
     recipe = folder / "cosyvoice.yaml"
     recipe.write_text(recipe.read_text().replace("vocab_size: 5121", "vocab_size: 5120"))
@@ -101,9 +109,46 @@ def test_fixture_is_deterministic(tmp_path: Path, tiny_cosyvoice_dir: Path) -> N
     from stepaudio.testing.cosyvoice_fixture import build_tiny_cosyvoice_folder
 
     again = build_tiny_cosyvoice_folder(tmp_path / "again", seed=0)
-    for name in ("cosyvoice.yaml", "campplus.onnx"):
+    for name in ("cosyvoice.yaml", "campplus.onnx", "speech_tokenizer_v1.onnx"):
         assert (again / name).read_bytes() == (tiny_cosyvoice_dir / name).read_bytes()
     for name in ("flow.pt", "hift.pt"):
         first = torch.load(again / name, weights_only=True)
         second = torch.load(tiny_cosyvoice_dir / name, weights_only=True)
         assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("spelling", sorted(RECIPE_SPELLINGS))
+def test_from_pretrained_loads_every_recipe_spelling_without_warnings(
+    spelling: str,
+    tiny_cosyvoice_dir: Path,  # noqa: F811
+    tiny_decoder,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    recipe = folder / "cosyvoice.yaml"
+    recipe.write_text(RECIPE_SPELLINGS[spelling](recipe.read_text(encoding="utf-8")), encoding="utf-8")
+    caplog.set_level(logging.WARNING)
+    decoder = CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert decoder.mel_config == tiny_decoder.mel_config
+    assert decoder.flow.input_frame_rate == tiny_decoder.flow.input_frame_rate
+    assert decoder.flow.decoder.params == tiny_decoder.flow.decoder.params
+    for mine, reference in ((decoder.flow, tiny_decoder.flow), (decoder.hift, tiny_decoder.hift)):
+        state, expected = mine.state_dict(), reference.state_dict()
+        assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+
+
+def test_unsupported_recipe_value_names_file_entry_and_values(
+    tiny_cosyvoice_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    recipe = folder / "cosyvoice.yaml"
+    recipe.write_text(recipe.read_text().replace("use_cnn_module: False", "use_cnn_module: True"))
+    with pytest.raises(CheckpointConfigError) as caught:
+        CosyVoiceDecoder.from_pretrained(folder, device="cpu")
+    message = str(caught.value)
+    assert str(recipe) in message and "flow/encoder" in message
+    assert "use_cnn_module=True" in message and "use_cnn_module=False" in message
+    assert caught.value.file == recipe

@@ -165,3 +165,71 @@ def test_tts_tokenizer_without_add_bos_key_adds_bos_like_upstream(tiny_tts_lm_di
     assert "add_bos_token" not in config  # as published for Step-Audio-TTS-3B
     tokenizer = load_text_tokenizer(tiny_tts_lm_dir)
     assert tokenizer.encode("human\n")[0] == 1
+
+
+# Expected strings derived from upstream stepaudio.py ``apply_chat_template``: a message with content None
+# is written as "<|BOT|>{role}\n" (no <|EOT|>), and "<|BOT|>assistant\n" is appended only when the text
+# does not already end with it.
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        (
+            [{"role": "user", "content": "你好"}, {"role": "assistant", "content": None}],
+            "<|BOT|>human\n你好<|EOT|><|BOT|>assistant\n",
+        ),
+        (
+            [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": {"type": "text", "text": "again"}},
+                {"role": "assistant", "content": None},
+            ],
+            "<|BOT|>system\nbe brief<|EOT|><|BOT|>human\nhi<|EOT|><|BOT|>assistant\nhello<|EOT|>"
+            "<|BOT|>human\nagain<|EOT|><|BOT|>assistant\n",
+        ),
+        (
+            [{"role": "user", "content": "<audio_3><audio_1030>"}, {"role": "assistant", "content": None}],
+            "<|BOT|>human\n<audio_3><audio_1030><|EOT|><|BOT|>assistant\n",
+        ),
+        # an assistant message WITH content as the last message is closed and followed by a new header
+        (
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "<|BOT|>human\nhi<|EOT|><|BOT|>assistant\nhello<|EOT|><|BOT|>assistant\n",
+        ),
+    ],
+)
+def test_open_assistant_turn_matches_upstream(messages, expected):
+    assert render_chat_prompt(messages) == expected
+
+
+def test_open_assistant_turn_is_the_generation_prompt():
+    closed = [{"role": "user", "content": "hi"}]
+    open_turn = closed + [{"role": "assistant", "content": None}]
+    assert render_chat_prompt(open_turn) == render_chat_prompt(closed) == "<|BOT|>human\nhi<|EOT|><|BOT|>assistant\n"
+    # the open turn is written even without a generation prompt, and never twice
+    assert render_chat_prompt(open_turn, add_generation_prompt=False) == "<|BOT|>human\nhi<|EOT|><|BOT|>assistant\n"
+    assert render_chat_prompt([{"role": "assistant", "content": None}]) == "<|BOT|>assistant\n"
+
+
+def test_open_assistant_turn_token_ids_match_upstream(tokenizer):
+    messages = [{"role": "user", "content": "hi <audio_7>"}, {"role": "assistant", "content": None}]
+    ids = tokenizer.encode(render_chat_prompt(messages))
+    # upstream: llm_tokenizer.encode(text) of the same text (BOS prepended)
+    assert ids == tokenizer.encode("<|BOT|>human\nhi <audio_7><|EOT|><|BOT|>assistant\n")
+    assert ids[:2] == [1, 4] and ids.count(4) == 2 and ids.count(3) == 1 and ids[-1] != 3
+    assert ids == tokenizer.encode(render_chat_prompt(messages[:1]))
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "content": None}, {"role": "user", "content": "hi"}],
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}, {"role": "user", "content": "x"}],
+        [{"role": "user", "content": None}],
+        [{"role": "system", "content": None}, {"role": "user", "content": "hi"}],
+    ],
+)
+def test_open_turn_anywhere_else_is_a_prompt_error(messages):
+    with pytest.raises(PromptError, match="an open turn is allowed only as the last message, with role 'assistant'"):
+        render_chat_prompt(messages)

@@ -123,7 +123,7 @@ def test_session_resamples_pcm16_and_refuses_bad_audio():
         session.wait_processed()
         return session.controller.frames_seen
 
-    # 16000 samples at 16 kHz -> 31 whole frames, less what soxr's streaming filter still holds back
+    # 16000 samples at 16 kHz -> 31 whole frames, less what the streaming resampler still holds back (10 ms)
     assert 29 <= asyncio.run(first_events()) <= 31
     with pytest.raises(AudioInputError, match="44100 Hz audio"):
         session.push_audio(np.zeros(100, np.int16), 16000)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import soxr
 import torch
 
+import stepaudio.resample
 from stepaudio.errors import AudioInputError, AudioTokenError, CheckpointFileNotFoundError
 from stepaudio.testing.tokenizer_fixture import build_tiny_tokenizer_checkpoint
 from stepaudio.tokenizer import StepAudioTokenizer, deinterleave, ids_to_string, interleave, string_to_ids
@@ -46,22 +46,34 @@ def _stream(tok: StepAudioTokenizer, audio: np.ndarray, sr: int, chunk: int, **k
 
 
 # ------------------------------------------------------------------------------------------ fixture
-def test_fixture_folder_is_loaded_by_funasr(tiny_tokenizer_dir: Path) -> None:
-    from funasr import AutoModel
+def test_fixture_paraformer_folder_has_the_official_form(tiny_tokenizer_dir: Path) -> None:
+    import json
+
+    import yaml
 
     sub = tiny_tokenizer_dir / PARAFORMER_SUBFOLDER
-    assert sorted(p.name for p in sub.iterdir()) == ["am.mvn", "config.yaml", "model.pt", "tokens.json"]
-    model = AutoModel(
-        model=str(sub), model_path=str(sub), disable_update=True, device="cpu", ncpu=torch.get_num_threads()
+    assert sorted(p.name for p in sub.iterdir()) == [
+        "am.mvn",
+        "config.yaml",
+        "configuration.json",
+        "model.pt",
+        "tokens.json",
+    ]
+    metas = json.loads((sub / "configuration.json").read_text())["file_path_metas"]
+    assert metas["init_param"] == "model.pt" and metas["config"] == "config.yaml"
+    assert metas["frontend_conf"]["cmvn_file"] == "am.mvn"
+    config = yaml.safe_load((sub / "config.yaml").read_text())
+    assert config["frontend_conf"]["dither"] == 0.0
+    assert (config["model"], config["encoder"], config["frontend"]) == (
+        "ParaformerStreaming",
+        "SANMEncoderChunkOpt",
+        "WavFrontendOnline",
     )
-    assert type(model.model).__name__ == "ParaformerStreaming"
-    assert type(model.kwargs["frontend"]).__name__ == "WavFrontendOnline"
     saved = torch.load(sub / "model.pt", weights_only=True)
-    loaded = model.model.state_dict()
-    assert saved.keys() == loaded.keys()
-    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    prefixes = {key.split(".")[0] for key in saved}
+    assert prefixes == {"encoder", "decoder", "predictor"}  # the whole model, as the official file
     centroids = np.load(tiny_tokenizer_dir / "linguistic_tokenizer.npy")
-    assert centroids.shape == (1024, model.kwargs["encoder_conf"]["output_size"]) and centroids.dtype == np.float32
+    assert centroids.shape == (1024, config["encoder_conf"]["output_size"]) and centroids.dtype == np.float32
 
 
 def test_fixture_onnx_has_official_io(tiny_tokenizer_dir: Path) -> None:
@@ -198,15 +210,17 @@ def test_stream_emits_early_and_irregular_chunks(tokenizer: StepAudioTokenizer, 
 
 
 def test_stream_state_is_bounded_on_long_input(tokenizer: StepAudioTokenizer, shared_audio_dir: Path) -> None:
-    """Per-chunk work does not grow with history: buffered audio and funasr's cache stay bounded."""
+    """Per-chunk work does not grow with history: buffered audio and the encoder's cache stay bounded."""
     clips = [_read(shared_audio_dir / name)[0] for name in ("BAC009S0764W0121.wav", "BAC009S0764W0122.wav")]
     long_audio = np.concatenate(clips * 5)  # ~42 s, crosses a 30 s vq06 window
     session = tokenizer.stream(16000)
     sizes = []
     for start in range(0, len(long_audio), 4000):
         session.feed(long_audio[start : start + 4000])
-        layer_caches = session.linguistic.state.cache["encoder"]["opt"]  # funasr's per-layer look-back K/V
-        cached_values = sum(layer["k"].numel() + layer["v"].numel() for layer in layer_caches)
+        encoder_state = session.linguistic.state.encoder  # per-layer look-back keys / values
+        cached_values = sum(
+            k.numel() + v.numel() for k, v in zip(encoder_state.keys, encoder_state.values, strict=True)
+        )
         sizes.append((len(session.semantic.state.buffer), len(session.linguistic.state.pending), cached_values))
     session.close()
     assert max(s[0] for s in sizes) <= (3.0 + 1.0 + 0.5) * 16000  # left + right context + one chunk
@@ -236,7 +250,7 @@ def test_sample_rates_give_equal_lengths(tokenizer: StepAudioTokenizer, shared_a
     assert sr == 16000
     reference = tokenizer.wav2token(audio, sr, enable_trim=False)[0]
     for rate in (8000, 22050, 44100, 48000):
-        ids = tokenizer.wav2token(soxr.resample(audio, sr, rate), rate, enable_trim=False)[0]
+        ids = tokenizer.wav2token(stepaudio.resample.resample(audio, sr, rate), rate, enable_trim=False)[0]
         assert abs(len(ids) - len(reference)) <= 5, rate
 
 
@@ -247,10 +261,11 @@ def test_16k_input_is_never_resampled(
     before = tokenizer.wav2token(audio, sr, enable_trim=False)
 
     def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("soxr was called for 16 kHz input")
+        raise AssertionError("the resampler was used for 16 kHz input")
 
-    monkeypatch.setattr(soxr, "resample", refuse)
-    monkeypatch.setattr(soxr, "ResampleStream", refuse)
+    # every resampling path (offline and streaming) builds a kernel and convolves with it
+    monkeypatch.setattr(stepaudio.resample, "_kernel", refuse)
+    monkeypatch.setattr(stepaudio.resample, "_convolve", refuse)
     assert tokenizer.wav2token(audio, sr, enable_trim=False) == before
     assert tokenizer.preprocess_wav(audio, sr, enable_trim=False, normalize=False) is not None
     np.testing.assert_array_equal(tokenizer.preprocess_wav(audio, sr, enable_trim=False, normalize=False), audio)

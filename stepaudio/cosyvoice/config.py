@@ -1,18 +1,24 @@
 """Reader for the CosyVoice recipe file ``cosyvoice.yaml`` (hyperpyyaml format) that never imports anything.
 
 The official decoder folders ship a hyperpyyaml recipe whose values are tagged with Python object
-constructors, e.g. ``!new:cosyvoice.flow.flow.MaskedDiffWithXvec``, ``!name:matcha.utils.audio.mel_spectrogram``,
-``!ref <sample_rate>`` or ``!apply:torch.manual_seed [1986]``.  The ``hyperpyyaml`` package would
-import and call every one of those names (``cosyvoice``/``matcha`` are not installed, and running
-arbitrary constructors from a downloaded file is unsafe).  This module instead uses a PyYAML
-``SafeLoader`` subclass whose tag constructors turn each tagged value into a plain
+constructors, e.g. ``!new:cosyvoice.flow.flow.MaskedDiffWithXvec``,
+``!name:cosyvoice.matcha.audio.mel_spectrogram`` (``matcha.utils.audio.mel_spectrogram`` in the
+CosyVoice recipes), ``!ref <sample_rate>`` or ``!apply:torch.manual_seed [1986]``.  The ``hyperpyyaml``
+package would import and call every one of those names (``cosyvoice``/``matcha`` are not installed,
+and running arbitrary constructors from a downloaded file is unsafe).  This module instead uses a
+PyYAML ``SafeLoader`` subclass whose tag constructors turn each tagged value into a plain
 :class:`ObjectSpec` (kind, dotted target, positional and keyword arguments).  ``!ref`` values are
-resolved afterwards against the document, so a recipe is just data: the mapping from the dotted
-class paths to the project's own modules happens in :mod:`stepaudio.cosyvoice.builder`.
+resolved afterwards against the document, so a recipe is just data: the mapping from the class names
+to the project's own modules happens in :mod:`stepaudio.cosyvoice.builder`.
 
-Supported hyperpyyaml features: ``!new:``, ``!name:``, ``!apply:`` (recorded, never executed),
-``!ref <key>`` / ``!ref <key[sub][sub]>`` (also inside strings and simple arithmetic such as
-``!ref <a> * 2``), ``!copy <key>``, and YAML-1.2 style floats such as ``1e-06``.
+Supported hyperpyyaml features: ``!new:``, ``!name:``, ``!apply:``, ``!applyref:``, ``!module:`` and
+``!include:`` (all recorded, never imported or executed), ``!ref <key>`` / ``!ref <key[sub][sub]>``
+(also inside strings and simple arithmetic such as ``!ref <a> * 2``), ``!copy <key>``, ``!tuple``,
+``!PLACEHOLDER`` and YAML-1.2 style floats such as ``1e-06``.
+
+Only :data:`INFERENCE_KEYS` (``flow``, ``hift``, ``feat_extractor``) are needed to decode; the other
+entries of a full training recipe (``llm``, the data-pipeline functions, ``train_conf``, seed lines,
+...) are resolved best-effort: a broken ``!ref`` there leaves that entry unresolved instead of failing.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ import yaml
 
 from ..errors import CheckpointConfigError
 
-__all__ = ["ObjectSpec", "RefSpec", "load_recipe", "parse_recipe"]
+__all__ = ["INFERENCE_KEYS", "ObjectSpec", "RefSpec", "load_recipe", "parse_recipe", "target_name"]
+
+#: the top-level recipe entries the decoder is built from (what the original's ``CosyVoice`` class reads)
+INFERENCE_KEYS = ("flow", "hift", "feat_extractor")
+
+
+def target_name(target: str) -> str:
+    """The final component of a dotted path: ``cosyvoice.matcha.audio.mel_spectrogram`` -> ``mel_spectrogram``."""
+    return target.strip().rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -38,8 +52,11 @@ class ObjectSpec:
 
     Attributes:
         kind: ``"new"`` (construct an object), ``"name"`` (a callable reference, possibly with bound
-            keyword arguments) or ``"apply"`` (call at load time; recorded, never executed here).
-        target: the dotted Python path named by the tag, e.g. ``cosyvoice.flow.flow.MaskedDiffWithXvec``.
+            keyword arguments), ``"apply"`` / ``"applyref"`` (call at load time), ``"module"`` (a module
+            object), ``"include"`` (another YAML file) or ``"placeholder"`` (``!PLACEHOLDER``, a value
+            that must be overridden); nothing is ever imported, called or read here.
+        target: the dotted Python path named by the tag, e.g. ``cosyvoice.flow.flow.MaskedDiffWithXvec``
+            (the file name for ``include``, ``PLACEHOLDER`` for ``placeholder``).
         args: positional arguments (from a YAML sequence node).
         kwargs: keyword arguments (from a YAML mapping node).
     """
@@ -48,6 +65,16 @@ class ObjectSpec:
     target: str
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The final component of :attr:`target`, e.g. ``MaskedDiffWithXvec``: what the builder matches on."""
+        return target_name(self.target)
+
+    @property
+    def tag(self) -> str:
+        """The tag as written in the recipe, e.g. ``!new:cosyvoice.flow.flow.MaskedDiffWithXvec``."""
+        return "!PLACEHOLDER" if self.kind == "placeholder" else f"!{self.kind}:{self.target}"
 
 
 @dataclass
@@ -82,9 +109,7 @@ def _construct_tagged(kind: str):
     def construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> ObjectSpec:
         target = suffix.strip()
         if not target:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"tag !{kind}: names no Python object", node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"tag !{kind}: names no Python object", node.start_mark)
         if isinstance(node, yaml.MappingNode):
             return ObjectSpec(kind, target, [], dict(loader.construct_mapping(node, deep=True)))
         if isinstance(node, yaml.SequenceNode):
@@ -106,10 +131,31 @@ def _construct_ref(copy_value: bool):
     return construct
 
 
-for _kind in ("new", "name", "apply"):
+def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, ...]:
+    """``!tuple (1, 2)`` (scalar, parentheses optional) or ``!tuple [1, 2]`` (sequence) -> a tuple."""
+    if isinstance(node, yaml.SequenceNode):
+        return tuple(loader.construct_sequence(node, deep=True))
+    text = str(loader.construct_scalar(node)).strip()
+    try:
+        value = ast.literal_eval(text if text.startswith("(") else f"({text},)")
+    except (ValueError, SyntaxError) as error:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"!tuple expects literals such as (1, 2), found {text!r}", node.start_mark
+        ) from error
+    return tuple(value) if isinstance(value, tuple) else (value,)
+
+
+def _construct_placeholder(loader: yaml.SafeLoader, node: yaml.Node) -> ObjectSpec:
+    return ObjectSpec("placeholder", "PLACEHOLDER")
+
+
+# hyperpyyaml's object tags; every one is recorded as data (a module is never imported, a function never called)
+for _kind in ("new", "name", "apply", "applyref", "module", "include"):
     _RecipeLoader.add_multi_constructor(f"!{_kind}:", _construct_tagged(_kind))
 _RecipeLoader.add_constructor("!ref", _construct_ref(False))
 _RecipeLoader.add_constructor("!copy", _construct_ref(True))
+_RecipeLoader.add_constructor("!tuple", _construct_tuple)
+_RecipeLoader.add_constructor("!PLACEHOLDER", _construct_placeholder)
 
 _BINARY_OPERATORS = {
     ast.Add: operator.add,
@@ -200,7 +246,20 @@ class _Resolver:
             return value
         if isinstance(value, list):
             return [self.resolve(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self.resolve(item) for item in value)
         return value
+
+    def resolve_document(self) -> dict[str, Any]:
+        """Resolve every top-level entry; only :data:`INFERENCE_KEYS` (and what they reference) must resolve."""
+        for key in list(self.document):
+            try:
+                self.document[key] = self.resolve(self.document[key])
+            except CheckpointConfigError:
+                if key in INFERENCE_KEYS:
+                    raise
+                # an entry inference never reads (training, data pipeline, text LM): keep it unresolved
+        return self.document
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> dict[str, Any]:
@@ -211,11 +270,13 @@ def parse_recipe(text: str, source: str = "<recipe>") -> dict[str, Any]:
         source: a name for error messages (usually the file path).
 
     Returns:
-        The top-level mapping; tagged values are :class:`ObjectSpec` instances.
+        The top-level mapping; tagged values are :class:`ObjectSpec` instances.  An entry outside
+        :data:`INFERENCE_KEYS` whose ``!ref`` cannot be resolved is kept with its unresolved
+        :class:`RefSpec` values (inference never reads it).
 
     Raises:
         CheckpointConfigError: the text is not valid YAML, its top level is not a mapping, or a
-            ``!ref`` names an undefined key or forms a cycle.
+            ``!ref`` needed by ``flow``/``hift``/``feat_extractor`` names an undefined key or forms a cycle.
     """
     try:
         document = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - SafeLoader subclass, builds no objects
@@ -229,8 +290,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> dict[str, Any]:
             f"{source}: expected a mapping of recipe keys (flow, hift, feat_extractor, ...) at the top level, "
             f"found {type(document).__name__}"
         )
-    resolver = _Resolver(document, source)
-    return resolver.resolve(document)
+    return _Resolver(document, source).resolve_document()
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Terms used throughout the package:
 
 The chat prompt is the upstream format: ``<|BOT|>{role}\\n{content}<|EOT|>`` per message (role
 ``user`` written as ``human``), ending with ``<|BOT|>assistant\\n``; ``encode`` then prepends BOS.
+As upstream, a last message ``{"role": "assistant", "content": None}`` is an open assistant turn:
+it is written as ``<|BOT|>assistant\\n`` without ``<|EOT|>`` and is itself the generation prompt.
 """
 
 from __future__ import annotations
@@ -160,8 +162,15 @@ def render_chat_prompt(
     ``[{"role": "user", "content": "hi"}]`` ->
     ``"<|BOT|>human\\nhi<|EOT|><|BOT|>assistant\\n"``.
 
+    A last message ``{"role": "assistant", "content": None}`` leaves the assistant turn open, as
+    upstream's ``apply_chat_template`` does: it is written as ``<|BOT|>assistant\\n`` (no ``<|EOT|>``)
+    and no second assistant header follows, whatever ``add_generation_prompt`` says; the prompt is then
+    the same as without that message.  An assistant message with content as the last message is a
+    closed turn (``...<|EOT|>``), followed by the generation prompt as usual.
+
     Raises:
-        PromptError: no messages, a message without role/content, or an unknown role.
+        PromptError: no messages, a message without role/content, an unknown role, or ``content: None``
+            anywhere but in a last assistant message.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or len(messages) == 0:
         raise PromptError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
@@ -172,6 +181,14 @@ def render_chat_prompt(
         role = CHAT_ROLES.get(message["role"])
         if role is None:
             raise PromptError(f"message {i} has unknown role {message['role']!r}; use one of {sorted(CHAT_ROLES)}")
+        if message["content"] is None:
+            if role != "assistant" or i != len(messages) - 1:
+                raise PromptError(
+                    f"message {i} ({message['role']}) has content None: an open turn is allowed only as the last "
+                    "message, with role 'assistant'"
+                )
+            pieces.append(f"<|BOT|>{role}\n")  # the open turn is the generation prompt (upstream: no <|EOT|>)
+            return "".join(pieces)
         text = message_content_to_text(message["content"], audio_to_text, where=f"message {i}")
         pieces.append(f"<|BOT|>{role}\n{text}<|EOT|>")
     if add_generation_prompt:

@@ -8,9 +8,9 @@
     async for event in session.events():           # StateChanged, Transcript, ReplyTextDelta,
         ...                                        # AudioChunk, SpeculationUpdate, BargeIn, TurnMetrics
 
-Audio is resampled to 16 kHz (soxr, streaming), cut into 32 ms frames and handed to a per-session
-thread that runs VAD, the streaming tokenizer and the :class:`TurnController`; model work (replies,
-transcripts) runs on a :class:`ModelWorkers` queue that several sessions may share.
+Audio is resampled to 16 kHz (:class:`~stepaudio.resample.ResamplerStream`), cut into 32 ms frames and
+handed to a per-session thread that runs VAD, the streaming tokenizer and the :class:`TurnController`;
+model work (replies, transcripts) runs on a :class:`ModelWorkers` queue that several sessions may share.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AudioInputError, RealtimeSessionClosedError
+from ..resample import ResamplerStream
 from .config import FRAME_SAMPLES, SAMPLE_RATE, RealtimeConfig
 from .context import Transcriber
 from .controller import TurnController
@@ -153,16 +154,14 @@ class RealtimeSession:
         if self._input_rate is None:
             self._input_rate = int(sample_rate)
             if sample_rate != SAMPLE_RATE:
-                import soxr
-
-                self._resampler = soxr.ResampleStream(int(sample_rate), SAMPLE_RATE, 1, dtype="float32")
+                self._resampler = ResamplerStream(int(sample_rate), SAMPLE_RATE)
         elif sample_rate != self._input_rate:
             raise AudioInputError(
                 f"this session receives {self._input_rate} Hz audio, but push_audio got {sample_rate} Hz; "
                 "keep one sample rate per session (start a new session to change it)"
             )
         if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
+            samples = self._resampler.feed(samples)
         pending = np.concatenate([self._pending, samples])
         whole = pending.shape[0] // FRAME_SAMPLES * FRAME_SAMPLES
         for start in range(0, whole, FRAME_SAMPLES):

@@ -53,7 +53,7 @@ def build_tiny_tts_checkpoint(folder: str | Path, seed: int = 1) -> Path:
 
 
 def build_tiny_tokenizer_checkpoint(folder: str | Path, seed: int = 0) -> Path:
-    """A tiny ``Step-Audio-Tokenizer`` folder (streaming Paraformer for funasr, k-means, ONNX tokenizer)."""
+    """A tiny ``Step-Audio-Tokenizer`` folder (streaming Paraformer, k-means, ONNX tokenizer)."""
     from .tokenizer_fixture import build_tiny_tokenizer_checkpoint as build
 
     return build(Path(folder), seed=seed)

@@ -2,18 +2,24 @@
 
 :func:`build_tiny_cosyvoice_folder` writes
 
-* ``cosyvoice.yaml`` — a hyperpyyaml recipe with the official tags and structure (``!apply:`` seed
-  lines, ``!new:cosyvoice...`` classes, ``!new:omegaconf.DictConfig``, ``!ref``, ``!name:matcha...``)
-  but tiny widths;
+* ``cosyvoice.yaml`` — a hyperpyyaml recipe in the spelling Step-Audio's own loader
+  (``cosyvoice/cli/cosyvoice.py`` + ``load_hyperpyyaml`` inside the Step-Audio tree) can import:
+  ``!apply:`` seed lines, ``!new:cosyvoice.flow...`` / ``!new:cosyvoice.transformer...`` /
+  ``!new:cosyvoice.hifigan...`` classes with their original parameter names (e.g.
+  ``selfattention_layer_type``), ``!new:omegaconf.DictConfig``, ``!ref`` and
+  ``!name:cosyvoice.matcha.audio.mel_spectrogram`` — but tiny widths;
 * ``flow.pt`` / ``hift.pt`` — ``torch.save``d plain fp32 state dicts in the official key naming
   (weight-normed convolutions as legacy ``weight_g`` / ``weight_v`` pairs);
-* ``campplus.onnx`` — a tiny ONNX graph with the official I/O (``input`` float32 [1, T, 80] ->
-  ``output`` [1, 192]);
+* ``campplus.onnx`` — a tiny speaker-embedding graph with the official I/O (input 0 ``input`` float32
+  ``[1, T, 80]`` with dynamic ``T`` -> output ``output`` ``[1, 192]``): two 1-D convolutions over the
+  fbank frames, statistics pooling (mean and standard deviation over time) and a linear projection,
+  so different voices get different embeddings;
+* ``speech_tokenizer_v1.onnx`` — the tiny 25 Hz tokenizer of the ``Step-Audio-Tokenizer`` fixture
+  (the original's frontend opens this file when it loads the folder; this project does not read it);
 * the empty ``VERSION_Vq0206Vocoder_1202`` marker.
 
-``speech_tokenizer_v1.onnx`` is not written here: the decoder does not read it (the audio tokenizer's
-fixture builds one).  :func:`recipe_text` also renders the official-size recipe (hyper-parameters
-of checkpoints.md section 2.2) used by the manifest test and the benchmark.
+:func:`recipe_text` also renders the official-size recipe (hyper-parameters of checkpoints.md
+section 2.2) used by the manifest test and the benchmark.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ TINY_HPARAMS: dict[str, object] = {
 }
 
 _RECIPE_TEMPLATE = """\
-# CosyVoice-300M-25Hz decoder recipe ({label}); hyperpyyaml format as in the CosyVoice recipes.
+# CosyVoice-300M-25Hz decoder recipe ({label}); hyperpyyaml, loadable by Step-Audio's cosyvoice package.
 # set random seed, so that you may reproduce your result.
 __set_seed1: !apply:random.seed [1986]
 __set_seed2: !apply:numpy.random.seed [1986]
@@ -99,7 +105,7 @@ flow: !new:cosyvoice.flow.flow.MaskedDiffWithXvec
         normalize_before: True
         input_layer: 'linear'
         pos_enc_layer_type: 'rel_pos_espnet'
-        selfattn_layer_type: 'rel_selfattn'
+        selfattention_layer_type: 'rel_selfattn'
         input_size: !ref <text_encoder_input_size>
         use_cnn_module: False
         macaron_style: False
@@ -154,7 +160,7 @@ hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
         cond_channels: {f0_cond_channels}
 
 # processor functions
-feat_extractor: !name:matcha.utils.audio.mel_spectrogram
+feat_extractor: !name:cosyvoice.matcha.audio.mel_spectrogram
     n_fft: 1024
     num_mels: 80
     sampling_rate: !ref <sample_rate>
@@ -171,30 +177,73 @@ def recipe_text(hparams: dict[str, object] | None = None, label: str = "tiny tes
     return _RECIPE_TEMPLATE.format(label=label, **(hparams or TINY_HPARAMS))
 
 
+#: channels of the tiny CAM++ stand-in's convolutions
+_CAMPPLUS_WIDTH = 64
+
+
 def _write_campplus_onnx(path: Path, seed: int) -> None:
-    """A tiny stand-in for CAM++: mean over time of [1, T, 80] features, affine to 192, tanh."""
+    """A tiny stand-in for CAM++ whose 192-d embedding depends on the voice.
+
+    ``[1, T, 80]`` fbank -> Conv1d(80, 64, k3) + ReLU -> Conv1d(64, 64, k1) + ReLU -> statistics pooling
+    (mean and standard deviation over time, ``[1, 128]``) -> Linear(128, 192).  The projection's
+    columns sum to zero over its inputs, so the part of the statistics that every voice shares cancels
+    and the embeddings of different voices point in clearly different directions.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    weight = (rng.standard_normal((80, 192)) / np.sqrt(80)).astype(np.float32)
-    bias = (0.1 * rng.standard_normal(192)).astype(np.float32)
+    width = _CAMPPLUS_WIDTH
+
+    def normal(*shape: int, fan_in: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    projection = normal(2 * width, 192, fan_in=2 * width)
+    initializers = {
+        "conv1.weight": normal(width, 80, 3, fan_in=80 * 3),
+        "conv1.bias": (0.1 * rng.standard_normal(width)).astype(np.float32),
+        "conv2.weight": normal(width, width, 1, fan_in=width),
+        "conv2.bias": (0.1 * rng.standard_normal(width)).astype(np.float32),
+        "proj.weight": (projection - projection.mean(axis=0, keepdims=True)).astype(np.float32),
+        "proj.bias": (0.01 * rng.standard_normal(192)).astype(np.float32),
+        "std_eps": np.array(1e-5, dtype=np.float32),
+        "time_axis": np.array([2], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["frames"], perm=[0, 2, 1]),  # [1, 80, T]
+        helper.make_node("Conv", ["frames", "conv1.weight", "conv1.bias"], ["conv1"], kernel_shape=[3], pads=[1, 1]),
+        helper.make_node("Relu", ["conv1"], ["hidden1"]),
+        helper.make_node("Conv", ["hidden1", "conv2.weight", "conv2.bias"], ["conv2"], kernel_shape=[1]),
+        helper.make_node("Relu", ["conv2"], ["hidden2"]),  # [1, 64, T]
+        helper.make_node("ReduceMean", ["hidden2"], ["mean_t"], axes=[2], keepdims=1),
+        helper.make_node("Sub", ["hidden2", "mean_t"], ["centred"]),
+        helper.make_node("Mul", ["centred", "centred"], ["squared"]),
+        helper.make_node("ReduceMean", ["squared"], ["variance"], axes=[2], keepdims=0),
+        helper.make_node("Add", ["variance", "std_eps"], ["variance_eps"]),
+        helper.make_node("Sqrt", ["variance_eps"], ["std"]),  # [1, 64]
+        helper.make_node("Squeeze", ["mean_t", "time_axis"], ["mean"]),  # [1, 64]
+        helper.make_node("Concat", ["mean", "std"], ["statistics"], axis=1),  # [1, 128]
+        helper.make_node("MatMul", ["statistics", "proj.weight"], ["projected"]),
+        helper.make_node("Add", ["projected", "proj.bias"], ["output"]),
+    ]
     graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[1], keepdims=0),
-            helper.make_node("MatMul", ["pooled", "weight"], ["projected"]),
-            helper.make_node("Add", ["projected", "bias"], ["shifted"]),
-            helper.make_node("Tanh", ["shifted"], ["output"]),
-        ],
+        nodes,
         "campplus_tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, "T", 80])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 192])],
-        [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+        [numpy_helper.from_array(value, name) for name, value in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="stepaudio-fixture")
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
+
+
+def _write_speech_tokenizer_onnx(path: Path, seed: int) -> None:
+    """``speech_tokenizer_v1.onnx``: the Step-Audio-Tokenizer fixture's tiny export (same I/O as the real file)."""
+    from .tokenizer_fixture import _write_semantic_onnx
+
+    _write_semantic_onnx(path, seed)
 
 
 def _random_decoder_weights(text: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -215,7 +264,10 @@ def _random_decoder_weights(text: str, seed: int) -> tuple[dict[str, torch.Tenso
 def build_tiny_cosyvoice_folder(folder: Path, seed: int = 0, music: bool = False) -> Path:
     """Write a tiny ``CosyVoice-300M-25Hz`` (``music=True``: ``-Music``-style weights) folder and return it.
 
-    Deterministic for a given ``seed`` and ``music`` flag; takes about a second.
+    The folder holds the five files the original loader opens (``cosyvoice.yaml``, ``flow.pt``,
+    ``hift.pt``, ``campplus.onnx``, ``speech_tokenizer_v1.onnx``) and the version marker.
+    Deterministic for a given ``seed`` and ``music`` flag (``speech_tokenizer_v1.onnx`` depends on
+    ``seed`` only); takes about a second.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,5 +279,7 @@ def build_tiny_cosyvoice_folder(folder: Path, seed: int = 0, music: bool = False
     torch.save(flow_state, folder / "flow.pt")
     torch.save(hift_state, folder / "hift.pt")
     _write_campplus_onnx(folder / "campplus.onnx", weight_seed)
+    # the same file in the speech and the -Music folder, as in the official checkpoint
+    _write_speech_tokenizer_onnx(folder / "speech_tokenizer_v1.onnx", seed)
     (folder / "VERSION_Vq0206Vocoder_1202").write_bytes(b"")
     return folder

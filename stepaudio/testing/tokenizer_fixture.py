@@ -9,14 +9,16 @@ The folder has exactly the official file names and formats (see ``stepaudio.toke
   convolutions (so ``T' = ceil(ceil(T / 2) / 2)``, 4x reduction as in the real file) and an
   L2-normalised nearest-codebook lookup over 4096 codes.  Exported with the legacy TorchScript ONNX
   exporter (``dynamo=False``), which needs no ``onnxscript``.
-- ``dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online/``: ``config.yaml``
-  (``ParaformerStreaming`` + ``SANMEncoderChunkOpt`` + ``WavFrontendOnline`` with the real frontend
-  settings, tiny widths), ``model.pt`` (a ``torch.save``d state dict), ``am.mvn`` (Kaldi nnet text
-  format read by funasr) and ``tokens.json``.  funasr itself builds and loads this folder.
+- ``dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online/``:
+  ``configuration.json`` (ModelScope's file map, which the original's funasr loader reads),
+  ``config.yaml`` (``ParaformerStreaming`` + ``SANMEncoderChunkOpt`` + ``WavFrontendOnline`` with the
+  real frontend settings including ``dither: 0.0``, tiny widths), ``model.pt`` (a ``torch.save``d state
+  dict with the encoder, decoder and predictor tensors of that config), ``am.mvn`` (Kaldi nnet text
+  CMVN) and ``tokens.json``.  funasr (the original's loader) can build and load this folder too.
 
 The weights are random (deterministic for a given seed): the codes are meaningless, but every code
-path that the real checkpoint exercises (funasr's streaming encoder cache, the ONNX session, the
-nearest-centroid search, frame-count rules) runs for real.
+path that the real checkpoint exercises (the streaming encoder cache, the ONNX session, the
+nearest-centroid search, frame-count rules) runs for real.  Building it needs no funasr.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def _paraformer_config() -> dict:
             "frame_shift": 10,
             "lfr_m": _LFR_M,
             "lfr_n": _LFR_N,
+            "dither": 0.0,
         },
         "tokenizer": "CharTokenizer",
         "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
@@ -135,33 +138,109 @@ def _write_am_mvn(path: Path, rng: np.random.Generator) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _configuration_json() -> dict:
+    """ModelScope's ``configuration.json`` of a funasr model folder (the original's loader reads its paths)."""
+    return {
+        "framework": "pytorch",
+        "task": "auto-speech-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "model_name_in_hub": {"ms": "", "hf": ""},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    }
+
+
+def _decoder_and_predictor_shapes(config: dict, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the ``ParaformerSANMDecoder`` and ``CifPredictorV2`` tensors of a ParaformerStreaming.
+
+    stepaudio never reads them, but the official ``model.pt`` holds them and the original's loader
+    expects them, so the fixture carries them too (random values).
+    """
+    d = config["encoder_conf"]["output_size"]
+    decoder = config["decoder_conf"]
+    hidden, kernel = decoder["linear_units"], decoder["kernel_size"]
+    shapes: dict[str, tuple[int, ...]] = {
+        "decoder.embed.0.weight": (vocab_size, d),
+        "decoder.after_norm.weight": (d,),
+        "decoder.after_norm.bias": (d,),
+        "decoder.output_layer.weight": (vocab_size, d),
+        "decoder.output_layer.bias": (vocab_size,),
+    }
+
+    def feed_forward(prefix: str) -> None:
+        shapes.update(
+            {
+                f"{prefix}.feed_forward.w_1.weight": (hidden, d),
+                f"{prefix}.feed_forward.w_1.bias": (hidden,),
+                f"{prefix}.feed_forward.w_2.weight": (d, hidden),
+                f"{prefix}.feed_forward.norm.weight": (hidden,),
+                f"{prefix}.feed_forward.norm.bias": (hidden,),
+            }
+        )
+
+    for layer in range(decoder["att_layer_num"]):
+        prefix = f"decoder.decoders.{layer}"
+        shapes[f"{prefix}.self_attn.fsmn_block.weight"] = (d, 1, kernel)
+        for name, shape in (("linear_q", (d, d)), ("linear_k_v", (2 * d, d)), ("linear_out", (d, d))):
+            shapes[f"{prefix}.src_attn.{name}.weight"] = shape
+            shapes[f"{prefix}.src_attn.{name}.bias"] = (shape[0],)
+        feed_forward(prefix)
+        for norm in ("norm1", "norm2", "norm3"):
+            shapes[f"{prefix}.{norm}.weight"] = (d,)
+            shapes[f"{prefix}.{norm}.bias"] = (d,)
+    feed_forward("decoder.decoders3.0")
+    shapes["decoder.decoders3.0.norm1.weight"] = (d,)
+    shapes["decoder.decoders3.0.norm1.bias"] = (d,)
+    order = config["predictor_conf"]["l_order"] + config["predictor_conf"]["r_order"] + 1
+    shapes.update(
+        {
+            "predictor.cif_conv1d.weight": (d, d, order),
+            "predictor.cif_conv1d.bias": (d,),
+            "predictor.cif_output.weight": (1, d),
+            "predictor.cif_output.bias": (1,),
+        }
+    )
+    return shapes
+
+
 def _write_paraformer_folder(folder: Path, seed: int) -> None:
-    """Write ``config.yaml``, ``am.mvn``, ``tokens.json`` and a random ``model.pt`` built by funasr's classes."""
-    # Importing the model packages registers the classes named in config.yaml with funasr's tables.
-    import funasr.models.paraformer_streaming.model  # noqa: F401
-    from funasr.register import tables
+    """Write ``configuration.json``, ``config.yaml``, ``am.mvn``, ``tokens.json`` and a random ``model.pt``.
+
+    ``model.pt`` holds every tensor of a ParaformerStreaming model of the tiny config (encoder from
+    stepaudio's own encoder class, decoder and predictor by their published shapes), as a plain
+    ``torch.save``d state dict like the official file.
+    """
+    from ..tokenizer.paraformer import StreamingParaformerEncoder, read_paraformer_config
 
     folder.mkdir(parents=True, exist_ok=True)
     config = _paraformer_config()
+    (folder / "configuration.json").write_text(json.dumps(_configuration_json(), indent=2), encoding="utf-8")
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     (folder / "tokens.json").write_text(json.dumps(_TOKENS, ensure_ascii=False), encoding="utf-8")
     rng = np.random.default_rng(seed)
     _write_am_mvn(folder / "am.mvn", rng)
 
-    torch.manual_seed(seed)
-    model_class = tables.model_classes.get(config["model"])
-    model = model_class(
-        **config["model_conf"],
-        encoder=config["encoder"],
-        encoder_conf=config["encoder_conf"],
-        decoder=config["decoder"],
-        decoder_conf=config["decoder_conf"],
-        predictor=config["predictor"],
-        predictor_conf=config["predictor_conf"],
-        input_size=_FBANK_BINS * _LFR_M,
-        vocab_size=len(_TOKENS),
-    )
-    torch.save(model.state_dict(), folder / "model.pt")
+    encoder_config, _ = read_paraformer_config(folder / "config.yaml", folder)
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    with torch.device("meta"):
+        encoder_shapes = StreamingParaformerEncoder(encoder_config).expected_shapes()
+    shapes = {**encoder_shapes, **_decoder_and_predictor_shapes(config, len(_TOKENS))}
+    for key, shape in shapes.items():
+        if key.endswith(".bias"):
+            value = torch.randn(shape, generator=generator) * 0.02
+        elif "norm" in key.rsplit(".", 2)[-2]:
+            value = 1.0 + torch.randn(shape, generator=generator) * 0.05
+        else:  # fan-in scaled weights keep activations of the tiny random encoder well spread
+            fan_in = max(1, int(np.prod(shape[1:])))
+            value = torch.randn(shape, generator=generator) / np.sqrt(fan_in)
+        state[key] = value.contiguous()
+    torch.save(state, folder / "model.pt")
 
 
 class _TinySemanticTokenizer(torch.nn.Module):

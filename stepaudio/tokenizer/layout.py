@@ -20,7 +20,7 @@ Step-Audio-Tokenizer/
   {LINGUISTIC_CENTROIDS_FILE}        float32 [1024, 512] k-means centroids (vq02)
   {SEMANTIC_ONNX_FILE}        CosyVoice v1 speech tokenizer (vq06)
   {PARAFORMER_SUBFOLDER}/
-    config.yaml, model.pt, am.mvn, tokens.json (or tokens.txt)   streaming Paraformer loaded by funasr
+    config.yaml, model.pt, am.mvn, tokens.json (or tokens.txt)   streaming Paraformer (encoder used)
 Download it unchanged from https://huggingface.co/stepfun-ai/Step-Audio-Tokenizer (or ModelScope), or build a
 tiny random one with stepaudio.testing.tokenizer_fixture.build_tiny_tokenizer_checkpoint(folder)."""
 

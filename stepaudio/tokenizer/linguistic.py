@@ -1,48 +1,64 @@
-"""vq02 linguistic codes (16.67 Hz, 1024 codes): funasr's streaming Paraformer encoder + k-means centroids.
+"""vq02 linguistic codes (16.67 Hz, 1024 codes): the native streaming Paraformer encoder + k-means centroids.
 
-The encoder is the ``dengcunqin/...-online`` Paraformer of the tokenizer folder, built and loaded by
-funasr itself from the local path only: ``AutoModel(model=<local folder>, model_path=<local folder>,
-disable_update=True)`` -- no model name is ever passed, so nothing can resolve to a hub, and the
-version check is off.  It runs exactly as upstream's ``infer_encoder`` does: 16 kHz audio is fed in
-strides of ``chunk_size[1] * 960 = 3840`` samples with ``chunk_size = [0, 4, 5]`` and encoder look-back
-4, the last (possibly partial) stride with ``is_final=True``; funasr's online frontend and encoder
-caches are carried between strides, and of each stride's encoder output only the newest frames (as
-many as the stride produced LFR frames) are kept.  Each kept 512-dim frame is mapped to its nearest
-centroid (Euclidean) in ``linguistic_tokenizer.npy``.
+The encoder of the ``dengcunqin/...-online`` Paraformer in the tokenizer folder is rebuilt natively
+(:mod:`stepaudio.tokenizer.paraformer`, no funasr) and run exactly as Step-Audio runs it: 16 kHz
+audio in strides of ``chunk_size[1] * 960 = 3840`` samples with ``chunk_size = [0, 4, 5]`` and encoder
+look-back 4, the last partial stride as the final one; the online frontend
+(:mod:`stepaudio.tokenizer.paraformer_frontend`) and the encoder carry their state between strides,
+and each stride's newest output frames are mapped to the nearest centroid (Euclidean, ``torch.cdist``)
+of ``linguistic_tokenizer.npy``.
 
-Offline tokenization *is* this stream (fed at once, then closed), so streaming and offline vq02
-codes are identical by construction, and per-stride work is bounded by funasr's look-back cache.
+Offline tokenization is the same stride sequence, so streaming and offline vq02 codes are identical by
+construction; per-stride work is bounded by the look-back cache.  Several clips can be encoded
+together (:meth:`LinguisticTokenizer.encode_batch`): their full strides run as one batch, in lock step,
+and each clip's final stride on its own, giving the same codes as one clip at a time.
 
-**Dither is forced to 0.** Kaldi fbank dither adds random noise to every frame (funasr's default is
-1.0 when the config sets nothing), which would make the codes differ from run to run.
+**Dither is 0.**  The official ``config.yaml`` states ``dither: 0``; if a folder sets another value the
+fbank still uses 0 (with one warning), because dither is random noise and would make codes differ from
+run to run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, CheckpointShapeError
+from ..errors import CheckpointShapeError
+from .paraformer import EncoderStreamState, load_paraformer_encoder
+from .paraformer_frontend import FrontendStreamState, OnlineFrontend, pcm_strides, read_am_mvn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LinguisticTokenizer", "LinguisticStream", "LinguisticStreamState"]
+__all__ = ["LinguisticTokenizer", "LinguisticStream", "LinguisticStreamState", "STRIDE_SAMPLES"]
 
-CHUNK_SIZE = [0, 4, 5]
+CHUNK_SIZE = (0, 4, 5)
 ENCODER_CHUNK_LOOK_BACK = 4
-DECODER_CHUNK_LOOK_BACK = 1
 STRIDE_SAMPLES = CHUNK_SIZE[1] * 960  # 3840 samples = 240 ms = 4 LFR frames
 
 
+@dataclass
+class LinguisticStreamState:
+    """Mutable state of one clip's vq02 stream.
+
+    Attributes:
+        frontend: the online frontend's carried samples and LFR history.
+        encoder: the encoder's position, overlap frames and per-layer key/value cache.
+        pending: samples of the stride not yet complete.
+        strides_done: full strides encoded so far.
+    """
+
+    frontend: FrontendStreamState
+    encoder: EncoderStreamState
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    strides_done: int = 0
+
+
 class LinguisticTokenizer:
-    """funasr's streaming Paraformer (encoder only is used) and the vq02 k-means centroids."""
+    """The native streaming Paraformer encoder, its frontend and the vq02 k-means centroids."""
 
     def __init__(self, paraformer_folder: Path, centroids_path: Path, device: torch.device, folder: Path) -> None:
         centroids = np.load(centroids_path, allow_pickle=False)
@@ -54,8 +70,12 @@ class LinguisticTokenizer:
                 file=centroids_path,
             )
         self.device = device
-        self.model, self.frontend, self.model_kwargs = self._load_paraformer(paraformer_folder, folder)
-        output_size = int(self.model_kwargs["encoder_conf"]["output_size"])
+        self.encoder, frontend_config = load_paraformer_encoder(
+            paraformer_folder, folder, device, CHUNK_SIZE, ENCODER_CHUNK_LOOK_BACK
+        )
+        cmvn = read_am_mvn(paraformer_folder / "am.mvn", frontend_config.n_mels * frontend_config.lfr_m, folder)
+        self.frontend = OnlineFrontend(frontend_config, cmvn)
+        output_size = self.encoder.config.output_size
         if centroids.shape[1] != output_size:
             raise CheckpointShapeError(
                 f"{centroids_path} has centroids of dimension {centroids.shape[1]} but the Paraformer encoder "
@@ -63,95 +83,92 @@ class LinguisticTokenizer:
                 folder=folder,
                 file=centroids_path,
             )
-        self.centroids = torch.from_numpy(centroids.astype(np.float32)).to(device)
+        self.centroids = torch.from_numpy(centroids.astype(np.float32))
+        logger.info("vq02 streaming Paraformer (native, %d blocks) on %s", self.encoder.config.num_blocks, device)
 
-    def _load_paraformer(self, paraformer_folder: Path, folder: Path) -> tuple[Any, Any, dict]:
-        # funasr prints notices (version, ffmpeg) to stdout while importing and loading; keep stdout
-        # clean for callers that write results there (the `stepaudio tokenize` CLI) by sending them to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            return self._load_paraformer_quietly(paraformer_folder, folder)
+    # ------------------------------------------------------------------------------------------- pieces
+    def new_state(self, batch_size: int = 1) -> LinguisticStreamState:
+        """A fresh stream state (frontend + encoder) for one clip."""
+        return LinguisticStreamState(self.frontend.new_state(), self.encoder.new_state(batch_size))
 
-    def _load_paraformer_quietly(self, paraformer_folder: Path, folder: Path) -> tuple[Any, Any, dict]:
-        from funasr import AutoModel
-
-        local = str(paraformer_folder)
-        root_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        try:
-            auto_model = AutoModel(
-                model=local,
-                model_path=local,  # a local folder: funasr's hub download is skipped entirely
-                hub="ms",
-                disable_update=True,
-                device=self.device.type if self.device.index is None else str(self.device),
-                ncpu=torch.get_num_threads(),  # funasr would otherwise change torch's global thread count
-                disable_pbar=True,
-                log_level=root_level,
-                frontend_conf={"dither": 0.0},
-                init_param=str(paraformer_folder / "model.pt"),
-            )
-        except (OSError, RuntimeError, KeyError, ValueError, AssertionError, TypeError) as err:
-            raise CheckpointError(
-                f"funasr could not build the streaming Paraformer from {paraformer_folder} ({type(err).__name__}: "
-                f"{err}); config.yaml/model.pt/am.mvn are corrupt or from another model",
-                folder=folder,
-                file=paraformer_folder,
-            ) from err
-        kwargs = auto_model.kwargs
-        if type(auto_model.model).__name__ != "ParaformerStreaming" or kwargs.get("frontend") is None:
-            raise CheckpointError(
-                f"{paraformer_folder}/config.yaml describes model {kwargs.get('model')!r} with frontend "
-                f"{type(kwargs.get('frontend')).__name__}; expected ParaformerStreaming with WavFrontendOnline",
-                folder=folder,
-                file=paraformer_folder / "config.yaml",
-            )
-        frontend = kwargs["frontend"]
-        frontend.dither = 0.0
-        logger.info("vq02 streaming Paraformer loaded by funasr from %s on %s (dither 0)", local, self.device)
-        return auto_model.model, frontend, kwargs
-
-    def new_cache(self) -> dict:
-        """A fresh funasr streaming cache (frontend + encoder state of one utterance)."""
-        cache: dict = {}
-        self.model.init_cache(
-            cache,
-            chunk_size=list(CHUNK_SIZE),
-            encoder_chunk_look_back=ENCODER_CHUNK_LOOK_BACK,
-            decoder_chunk_look_back=DECODER_CHUNK_LOOK_BACK,
-            encoder_conf=self.model_kwargs["encoder_conf"],
-            frontend_conf=self.model_kwargs["frontend_conf"],
-        )
-        return cache
+    def nearest_centroids(self, frames: torch.Tensor) -> list[int]:
+        """Codes of encoder frames ``[n, D]``: index of the nearest centroid (``torch.cdist`` + argmin, on CPU)."""
+        if frames.shape[0] == 0:
+            return []
+        return torch.cdist(frames.float().cpu(), self.centroids).argmin(dim=1).tolist()
 
     @torch.inference_mode()
-    def encode_stride(self, cache: dict, samples: np.ndarray, is_final: bool) -> list[int]:
-        """Run one stride (<= 3840 samples) through frontend + encoder; return its vq02 codes."""
-        from funasr.utils.load_utils import extract_fbank
+    def encode_stride_frames(self, state: LinguisticStreamState, samples: np.ndarray, final: bool) -> torch.Tensor:
+        """Encoder output frames ``[n, D]`` of one stride (<= 3840 samples); ``n`` may be 0."""
+        features = self.frontend.feed(state.frontend, torch.from_numpy(np.asarray(samples, np.float32)), final)
+        if features.shape[0] == 0:
+            return torch.zeros(0, self.encoder.config.output_size)
+        return self.encoder.forward_stride(features[None].to(self.device), state.encoder)[0]
 
-        if len(samples) == 0:
+    def encode_stride(self, state: LinguisticStreamState, samples: np.ndarray, final: bool) -> list[int]:
+        """vq02 codes of one stride."""
+        return self.nearest_centroids(self.encode_stride_frames(state, samples, final))
+
+    # ------------------------------------------------------------------------------------------ offline
+    def encode(self, audio: np.ndarray) -> list[int]:
+        """vq02 codes of one whole 16 kHz clip (one ``cdist`` over all frames, as the original)."""
+        state = self.new_state()
+        frames = [self.encode_stride_frames(state, piece, final) for piece, final in pcm_strides(audio, STRIDE_SAMPLES)]
+        return self.nearest_centroids(torch.cat(frames)) if frames else []
+
+    @torch.inference_mode()
+    def encode_batch(self, clips: list[np.ndarray]) -> list[list[int]]:
+        """vq02 codes of several 16 kHz clips; equal to :meth:`encode` of each.
+
+        Full strides of all clips still running are encoded as one batch (every full stride yields the
+        same number of frames, so the rows line up); each clip's final stride is encoded on its own.
+        """
+        if not clips:
             return []
-        speech, speech_lengths = extract_fbank(
-            [torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))],
-            data_type="sound",
-            frontend=self.frontend,
-            cache=cache["frontend"],
-            is_final=is_final,
-        )
-        if speech.numel() == 0 or int(speech_lengths[0]) == 0:
-            return []
-        speech = speech.to(self.device)
-        speech_lengths = speech_lengths.to(self.device)
-        encoder_out, _ = self.model.encode_chunk(speech, speech_lengths, cache=cache, is_final=is_final)
-        frames = encoder_out[0, -int(speech_lengths[0]) :].float()
-        return torch.cdist(frames, self.centroids).argmin(dim=1).tolist()
+        plans = [pcm_strides(np.asarray(clip, np.float32), STRIDE_SAMPLES) for clip in clips]
+        states = [self.new_state() for _ in clips]
+        outputs: list[list[torch.Tensor]] = [[] for _ in clips]
+        step = 0
+        while True:
+            running = [i for i, plan in enumerate(plans) if step < len(plan) and not plan[step][1]]
+            if not running:
+                break
+            features = [
+                self.frontend.feed(states[i].frontend, torch.from_numpy(plans[i][step][0]), False) for i in running
+            ]
+            sizes = {f.shape[0] for f in features}
+            if len(sizes) == 1 and sizes != {0}:
+                batch_state = _stack_states([states[i].encoder for i in running])
+                encoded = self.encoder.forward_stride(torch.stack(features).to(self.device), batch_state)
+                for row, i in enumerate(running):
+                    states[i].encoder = batch_state.select([row])
+                    outputs[i].append(encoded[row])
+            else:  # not reached with 3840-sample strides; kept exact for any stride size
+                for feats, i in zip(features, running, strict=True):
+                    if feats.shape[0]:
+                        outputs[i].append(
+                            self.encoder.forward_stride(feats[None].to(self.device), states[i].encoder)[0]
+                        )
+            step += 1
+        for i, plan in enumerate(plans):
+            if plan and plan[-1][1]:
+                outputs[i].append(self.encode_stride_frames(states[i], plan[-1][0], True))
+        return [self.nearest_centroids(torch.cat(frames)) if frames else [] for frames in outputs]
 
 
-@dataclass
-class LinguisticStreamState:
-    """Mutable state of a :class:`LinguisticStream`: funasr's cache and the not-yet-full stride."""
+def _stack_states(states: list[EncoderStreamState]) -> EncoderStreamState:
+    """One batched encoder state from per-clip states that have seen the same number of strides."""
 
-    cache: dict
-    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    strides_done: int = 0
+    def cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+        return None if tensors[0] is None else torch.cat(tensors)  # type: ignore[arg-type]
+
+    layers = len(states[0].keys)
+    return EncoderStreamState(
+        states[0].position,
+        torch.cat([s.overlap for s in states]),
+        [cat([s.keys[layer] for s in states]) for layer in range(layers)],
+        [cat([s.values[layer] for s in states]) for layer in range(layers)],
+    )
 
 
 class LinguisticStream:
@@ -159,22 +176,28 @@ class LinguisticStream:
 
     def __init__(self, tokenizer: LinguisticTokenizer) -> None:
         self.tokenizer = tokenizer
-        self.state = LinguisticStreamState(cache=tokenizer.new_cache())
+        self.state = tokenizer.new_state()
+
+    def reset(self) -> None:
+        """Forget everything fed so far (start a new clip)."""
+        self.state = self.tokenizer.new_state()
 
     def feed(self, audio: np.ndarray) -> list[int]:
         """Add samples; encode every complete 3840-sample stride."""
         state = self.state
-        state.pending = np.concatenate([state.pending, audio]) if len(state.pending) else np.asarray(audio)
+        state.pending = np.concatenate([state.pending, audio]) if len(state.pending) else np.asarray(audio, np.float32)
         codes: list[int] = []
         while len(state.pending) >= STRIDE_SAMPLES:
             stride, state.pending = state.pending[:STRIDE_SAMPLES], state.pending[STRIDE_SAMPLES:]
-            codes.extend(self.tokenizer.encode_stride(state.cache, stride, is_final=False))
+            codes.extend(self.tokenizer.encode_stride(state, stride, final=False))
             state.strides_done += 1
         return codes
 
     def flush(self) -> list[int]:
-        """Encode the last partial stride with ``is_final=True`` (nothing when it is empty, as upstream)."""
+        """Encode the last partial stride as the final one (nothing when it is empty, as upstream)."""
         state = self.state
-        codes = self.tokenizer.encode_stride(state.cache, state.pending, is_final=True)
+        if len(state.pending) == 0:
+            return []
+        codes = self.tokenizer.encode_stride(state, state.pending, final=True)
         state.pending = np.zeros(0, dtype=np.float32)
         return codes

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio import as_waveform, check_finite, to_mono
+from ..resample import ResamplerStream
 from ..streaming import Stream
 from .interleave import GROUP_LINGUISTIC, GROUP_SEMANTIC, interleave
 from .linguistic import LinguisticStream
@@ -22,13 +23,14 @@ class TokenizerStreamState:
     """Everything a tokenizer session holds between chunks.
 
     Attributes:
-        resampler: soxr's streaming resampler (``None`` for 16 kHz input).
+        resampler: the streaming resampler to 16 kHz (``None`` for 16 kHz input); its output equals
+            :func:`stepaudio.audio.resample` of the whole input.
         vq02_pending / vq06_pending: codes not yet part of a complete 2+3 group.
         samples_in: input samples received (at the input rate).
         ids_out: interleaved ids returned so far.
     """
 
-    resampler: object | None
+    resampler: ResamplerStream | None
     vq02_pending: list[int] = field(default_factory=list)
     vq06_pending: list[int] = field(default_factory=list)
     samples_in: int = 0
@@ -50,11 +52,7 @@ class TokenizerStream(Stream[object, list[int]]):
         gain: float | None,
     ) -> None:
         super().__init__()
-        resampler = None
-        if sample_rate != TARGET_RATE:
-            import soxr
-
-            resampler = soxr.ResampleStream(sample_rate, TARGET_RATE, 1, dtype="float32")
+        resampler = ResamplerStream(sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else None
         self.sample_rate = sample_rate
         self.gain = gain
         self.linguistic = linguistic
@@ -71,7 +69,9 @@ class TokenizerStream(Stream[object, list[int]]):
             mono = to_mono(waveform)
         self.state.samples_in += mono.shape[0]
         if self.state.resampler is not None:
-            mono = self.state.resampler.resample_chunk(mono, last=last)
+            mono = self.state.resampler.feed(mono)
+            if last:
+                mono = np.concatenate([mono, self.state.resampler.close()])
         if self.gain is not None:
             mono = (mono * np.float32(self.gain)).astype(np.float32)
         return np.ascontiguousarray(mono, dtype=np.float32)

@@ -33,13 +33,14 @@ class StepAudioTokenizer:
     """Turns speech into Step-Audio's interleaved audio tokens (upstream call shapes kept).
 
     Loads the official ``Step-Audio-Tokenizer`` folder unchanged: ``linguistic_tokenizer.npy`` and the
-    ``dengcunqin/...-online`` streaming Paraformer (through funasr, local path only) for vq02,
+    ``dengcunqin/...-online`` streaming Paraformer (rebuilt natively, no funasr) for vq02,
     ``speech_tokenizer_v1.onnx`` (through onnxruntime) for vq06.
 
     Accepted audio: float numpy arrays / torch tensors of shape ``[T]`` or ``[C, T]`` (channels are
     averaged; ``[T, C]``-looking arrays are refused, see :mod:`stepaudio.audio`), int16/int32 PCM
     arrays, or a path to a wav/flac/ogg/mp3 file (``sr`` omitted).  Any sample rate is accepted and
-    resampled to 16 kHz with soxr; 16 kHz input is used as is.
+    resampled to 16 kHz like upstream's ``torchaudio.transforms.Resample`` (:mod:`stepaudio.resample`);
+    16 kHz input is used as is.
 
     Refused with :class:`~stepaudio.errors.AudioInputError`: empty audio, audio shorter than 0.1 s,
     NaN/inf samples, and all-zero audio (digital silence carries nothing to tokenize and usually means
@@ -93,7 +94,7 @@ class StepAudioTokenizer:
     def preprocess_wav(
         self, wav: object, sr: int | None = None, enable_trim: bool = True, normalize: bool = True
     ) -> np.ndarray:
-        """Upstream pre-processing: mono, 16 kHz (soxr), energy normalisation, optional silence trim."""
+        """Upstream pre-processing: mono, 16 kHz (torchaudio-equal resampler), energy normalisation, optional trim."""
         mono, sr, what = self._read(wav, sr)
         if mono.shape[0] < MIN_DURATION_S * sr:
             raise AudioInputError(
@@ -130,8 +131,7 @@ class StepAudioTokenizer:
         return self._tokenize_16k(audio)
 
     def _tokenize_16k(self, audio: np.ndarray) -> tuple[list[int], list[int], list[int]]:
-        vq02_stream = LinguisticStream(self.linguistic)
-        vq02 = vq02_stream.feed(audio) + vq02_stream.flush()
+        vq02 = self.linguistic.encode(audio)
         vq06 = self.semantic.encode(audio)
         return interleave(vq02, vq06), vq02, vq06
 
@@ -147,24 +147,39 @@ class StepAudioTokenizer:
         enable_trim: bool = True,
         energy_norm: bool = True,
         progress: bool = False,
+        batch_size: int = 8,
     ) -> list[tuple[list[int], list[int], list[int]]]:
         """:meth:`wav2token` over many clips (paths, or arrays with ``sr`` / ``(array, sr)`` pairs).
 
+        Every clip is read and checked before any is encoded (a bad clip fails fast, naming itself).
+        The vq02 encoder runs ``batch_size`` clips at a time in one batch; the codes equal
+        :meth:`wav2token` of each clip.
+
         Args:
-            progress: show a tqdm progress bar over the clips.
+            progress: show a tqdm progress bar over the clips (while they are read and checked).
+            batch_size: clips encoded together by the vq02 encoder (>= 1).
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         items: Sequence[object] = list(wavs)
         if progress:
             from tqdm import tqdm
 
             items = tqdm(items, desc="tokenize", unit="clip")
-        results = []
+        clips = []
         for item in items:
             if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], (int, float)):
                 clip, clip_sr = item
             else:
                 clip, clip_sr = item, sr
-            results.append(self.wav2token(clip, clip_sr, enable_trim=enable_trim, energy_norm=energy_norm))
+            clips.append(self.preprocess_wav(clip, clip_sr, enable_trim=enable_trim, normalize=energy_norm))
+        results = []
+        for start in range(0, len(clips), batch_size):
+            group = clips[start : start + batch_size]
+            vq02_batch = self.linguistic.encode_batch(group)
+            for audio, vq02 in zip(group, vq02_batch, strict=True):
+                vq06 = self.semantic.encode(audio)
+                results.append((interleave(vq02, vq06), vq02, vq06))
         return results
 
     # -------------------------------------------------------------------------------------- streaming
@@ -183,8 +198,8 @@ class StepAudioTokenizer:
         described in :mod:`stepaudio.tokenizer.semantic` (exact when ``semantic_right_context_s >= 30``).
 
         Args:
-            sample_rate: rate of the chunks that will be fed (resampled to 16 kHz with soxr's streaming
-                resampler, bit-identical to offline resampling).
+            sample_rate: rate of the chunks that will be fed (resampled to 16 kHz by
+                :class:`~stepaudio.resample.ResamplerStream`, equal to offline resampling).
             peak: energy normalisation is global (it needs the whole clip's peak), so a stream does not
                 normalise -- unless the peak of the 16 kHz audio is known in advance: then samples are
                 scaled by ``0.999 / max(peak, 0.01)``, exactly as offline ``energy_norm=True``.
