@@ -133,22 +133,15 @@ class LinguisticTokenizer:
             running = [i for i, plan in enumerate(plans) if step < len(plan) and not plan[step][1]]
             if not running:
                 break
+            # Frame counts depend only on how many full strides came before, so the rows line up.
             features = [
                 self.frontend.feed(states[i].frontend, torch.from_numpy(plans[i][step][0]), False) for i in running
             ]
-            sizes = {f.shape[0] for f in features}
-            if len(sizes) == 1 and sizes != {0}:
-                batch_state = _stack_states([states[i].encoder for i in running])
-                encoded = self.encoder.forward_stride(torch.stack(features).to(self.device), batch_state)
-                for row, i in enumerate(running):
-                    states[i].encoder = batch_state.select([row])
-                    outputs[i].append(encoded[row])
-            else:  # not reached with 3840-sample strides; kept exact for any stride size
-                for feats, i in zip(features, running, strict=True):
-                    if feats.shape[0]:
-                        outputs[i].append(
-                            self.encoder.forward_stride(feats[None].to(self.device), states[i].encoder)[0]
-                        )
+            batch_state = _stack_states([states[i].encoder for i in running])
+            encoded = self.encoder.forward_stride(torch.stack(features).to(self.device), batch_state)
+            for row, i in enumerate(running):
+                states[i].encoder = batch_state.select([row])
+                outputs[i].append(encoded[row])
             step += 1
         for i, plan in enumerate(plans):
             if plan and plan[-1][1]:

@@ -25,7 +25,6 @@ original uses, so encoder outputs agree with it to float32 rounding.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -469,9 +468,3 @@ def load_paraformer_encoder(
                 file=model_path,
             )
     return encoder.to(device).eval(), frontend_config
-
-
-def parameter_count(config: ParaformerEncoderConfig) -> int:
-    """Number of encoder parameters for ``config`` (the official encoder: see tests)."""
-    with torch.device("meta"):
-        return sum(math.prod(p.shape) for p in StreamingParaformerEncoder(config).parameters())

@@ -23,8 +23,8 @@ class TokenizerStreamState:
     """Everything a tokenizer session holds between chunks.
 
     Attributes:
-        resampler: the streaming resampler to 16 kHz (``None`` for 16 kHz input); its output equals
-            :func:`stepaudio.audio.resample` of the whole input.
+        resampler: the streaming resampler to 16 kHz (``None`` for 16 kHz input); its output is within
+            1e-6 of :func:`stepaudio.audio.resample` of the whole input.
         vq02_pending / vq06_pending: codes not yet part of a complete 2+3 group.
         samples_in: input samples received (at the input rate).
         ids_out: interleaved ids returned so far.
