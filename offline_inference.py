@@ -1,26 +1,30 @@
 """Upstream-compatible demo: a text turn, then an audio turn (the bot's own spoken reply), spoken answers.
 
-    python offline_inference.py --model-path DIR [--output-path OUT] [--speakers-dir DIR]
+    python offline_inference.py --model-path DIR [--output-path OUT] [any `stepaudio chat` option]
 
 DIR holds Step-Audio-Chat/, Step-Audio-TTS-3B/ and Step-Audio-Tokenizer/ (the official folders, or the
 tiny ones from `python -m stepaudio.testing DIR`, whose random weights give gibberish and noise).
-Same as: stepaudio chat --model-path DIR --output-path OUT --text "..." --audio @previous
+Without --text/--audio it runs upstream's two demo turns; it is `stepaudio chat` with --output-path output.
 """
 
-import argparse
 import sys
 
-from stepaudio.cli import main
+from stepaudio.cli import run_cli
+from stepaudio.cli_options import StepAudioArgumentParser, add_version_option
+from stepaudio.pipeline_cli import PREVIOUS_REPLY, add_arguments, run
 
 DEMO_TEXT = "你好，我是你的朋友，我叫小明，你叫什么名字？"
 
+
+def run_demo(args):
+    if not args.turns:  # upstream's demo: a text turn, then the spoken reply to it as an audio turn
+        args.turns = [("text", DEMO_TEXT), ("audio", PREVIOUS_REPLY)]
+    return run(args)
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-path", required=True, help="folder holding the three official folders")
-    parser.add_argument("--output-path", default="output", help="where the spoken replies go (default: output)")
-    parser.add_argument("--speakers-dir", default=None, help="speakers folder (default: MODEL_PATH/speakers)")
-    args, extra = parser.parse_known_args()
-    argv = ["chat", "--model-path", args.model_path, "--output-path", args.output_path]
-    if args.speakers_dir:
-        argv += ["--speakers-dir", args.speakers_dir]
-    sys.exit(main(argv + ["--text", DEMO_TEXT, "--audio", "@previous", *extra]))
+    parser = StepAudioArgumentParser(prog="offline_inference.py", description=__doc__.split("\n\n")[0])
+    add_version_option(parser)
+    add_arguments(parser)
+    parser.set_defaults(output_path="output", func=run_demo)
+    sys.exit(run_cli(parser))

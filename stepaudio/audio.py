@@ -33,11 +33,13 @@ __all__ = [
     "AudioLike",
     "MAX_CHANNELS",
     "as_waveform",
+    "audio_duration",
     "energy_norm",
     "load_audio",
     "resample",
     "to_mono",
     "trim_silence",
+    "write_audio",
     "check_finite",
 ]
 
@@ -61,19 +63,75 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """
     import soundfile
 
+    data, sample_rate = _with_soundfile(path, lambda name: soundfile.read(name, dtype="float32", always_2d=True))
+    return np.ascontiguousarray(data.T), int(sample_rate)
+
+
+def _with_soundfile(path: str | Path, action):
+    """``action(str(path))`` for an existing audio file; a folder, a missing or unreadable file -> AudioInputError."""
+    import soundfile
+
     path = Path(path)
     if path.is_dir():
         raise AudioInputError(f"{path} is a directory, not an audio file; pass the path of a wav/flac/mp3/ogg file")
     if not path.exists():
         raise AudioInputError(f"audio file {path} does not exist; check the path")
     try:
-        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        return action(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioInputError(
             f"cannot read {path} as audio ({err}); it is corrupt or not in a format soundfile/libsndfile "
             f"reads (wav, flac, ogg, mp3 with libsndfile >= 1.1). Convert it, e.g. `ffmpeg -i IN out.wav`"
         ) from err
-    return np.ascontiguousarray(data.T), int(sample_rate)
+
+
+def audio_duration(audio: object, sample_rate: int | None = None) -> float:
+    """Duration in seconds of a file (read from its header, nothing decoded) or of ``[T]``/``[C, T]`` samples.
+
+    Used to refuse audio that cannot fit a model's context before spending time tokenizing it.
+
+    Raises:
+        AudioInputError: the file is missing, a directory or unreadable; an array comes without a rate.
+    """
+    if isinstance(audio, (str, Path)):
+        import soundfile
+
+        path = Path(audio)
+        info = _with_soundfile(path, soundfile.info)
+        if info.frames > 0 and info.samplerate > 0:
+            return info.frames / info.samplerate
+        waveform, rate = load_audio(path)  # formats whose header has no length: decode to count
+        return waveform.shape[-1] / rate
+    valid_rate = isinstance(sample_rate, (int, np.integer)) and not isinstance(sample_rate, bool) and sample_rate > 0
+    if not valid_rate:
+        raise AudioInputError(
+            f"the sample rate of array audio must be a positive integer number of Hz; got {sample_rate!r}"
+        )
+    shape = np.shape(audio)
+    return (shape[-1] if shape else 0) / int(sample_rate)
+
+
+def write_audio(path: str | Path, waveform: object, sample_rate: int) -> Path:
+    """Write ``[T]`` or ``[C, T]`` float audio as a 16-bit PCM wav, creating the folder; all or nothing.
+
+    The samples go to a temporary file beside ``path`` that is renamed over it when complete, so an
+    interrupted or failed write never leaves a truncated file behind.
+    """
+    import os
+
+    import soundfile
+
+    path = Path(path)
+    data = np.asarray(_to_numpy(waveform), dtype=np.float32)
+    data = data.T if data.ndim == 2 else data  # soundfile wants [T, C]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        soundfile.write(str(temporary), data, int(sample_rate), subtype="PCM_16", format="WAV")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
 
 
 def _to_numpy(wav: object) -> np.ndarray:

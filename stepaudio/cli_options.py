@@ -1,11 +1,62 @@
-"""Command-line options shared by the ``stepaudio`` sub-commands (model folders, voices, runtime)."""
+"""Command-line options shared by the ``stepaudio`` sub-commands, and their checks.
+
+Options are parsed by argparse and then checked by the ``check_*`` functions here (with the same
+validators the Python API uses, :mod:`stepaudio.validation`) before any model is loaded; a refused
+value raises a :class:`~stepaudio.errors.UsageError` naming the option, which the command line
+prints as one line and exits 2 for (:func:`stepaudio.cli.run_cli`).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
-__all__ = ["add_model_folder_options", "add_speech_options", "default_speakers_dir"]
+from .errors import InputFileError, InvalidArgumentError
+from .validation import check_float, check_input_dir, check_input_file, check_int, check_safe_name
+
+__all__ = [
+    "MAX_SEED",
+    "StepAudioArgumentParser",
+    "add_common_options",
+    "add_version_option",
+    "add_model_folder_options",
+    "add_speech_options",
+    "check_audio_file_option",
+    "check_model_folder_options",
+    "check_registered_speaker",
+    "check_speech_options",
+    "default_speakers_dir",
+]
+
+#: Largest ``--seed`` (torch takes 64-bit seeds).
+MAX_SEED = 2**63 - 1
+
+
+class StepAudioArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, in the style of every other stepaudio error, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version``: print the package version and exit."""
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"stepaudio {__version__}")
+
+
+def add_common_options(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
+    """``-v/--verbose``, on every parser so that it may come before or after the sub-command."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        # Sub-parsers must not reset a top-level `stepaudio -v tts ...` to False.
+        default=False if top_level else argparse.SUPPRESS,
+        help="debug logging, third-party warnings, and a traceback with every error",
+    )
 
 
 def add_model_folder_options(parser: argparse.ArgumentParser, model_path_help: str, with_llm: bool) -> None:
@@ -15,7 +66,7 @@ def add_model_folder_options(parser: argparse.ArgumentParser, model_path_help: s
         parser.add_argument("--llm-path", default=None, help="Step-Audio-Chat folder (default: found in MODEL_PATH)")
     parser.add_argument("--tts-path", default=None, help="Step-Audio-TTS-3B folder (default: found in MODEL_PATH)")
     parser.add_argument(
-        "--tokenizer-path", default=None, help="Step-Audio-Tokenizer folder (default: MODEL_PATH/Step-Audio-Tokenizer)"
+        "--tokenizer-path", default=None, help="Step-Audio-Tokenizer folder (default: found in MODEL_PATH)"
     )
 
 
@@ -28,7 +79,7 @@ def add_speech_options(parser: argparse.ArgumentParser) -> None:
         "--max-speech-seconds", type=float, default=None, help="limit on the speech generated per text segment"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
 
 
 def default_speakers_dir(model_path: str | Path, speakers_dir: str | Path | None) -> Path | None:
@@ -37,3 +88,99 @@ def default_speakers_dir(model_path: str | Path, speakers_dir: str | Path | None
         return Path(speakers_dir)
     candidate = Path(model_path) / "speakers"
     return candidate if candidate.is_dir() else None
+
+
+#: Official folder name -> (the option that overrides it, a file that marks the folder).
+MODEL_FOLDERS = {
+    "Step-Audio-Chat": ("--llm-path", "config.json"),
+    "Step-Audio-TTS-3B": ("--tts-path", "config.json"),
+    "Step-Audio-Tokenizer": ("--tokenizer-path", "linguistic_tokenizer.npy"),
+}
+
+
+def check_model_folder_options(args: argparse.Namespace, needs: tuple[str, ...]) -> None:
+    """``--model-path`` is a folder, and each official folder in ``needs`` is found in it or in its override.
+
+    Only the marker files are looked at (nothing is loaded); the loaders check the rest.
+    """
+    from .errors import CheckpointFileNotFoundError
+    from .llm.chat import resolve_model_folder
+
+    hint = "pass the folder holding the official Step-Audio folders (or one made by `stepaudio make-fixtures DIR`)"
+    check_input_dir(args.model_path, "--model-path", hint=hint)
+    for name in needs:
+        option, marker = MODEL_FOLDERS[name]
+        override = getattr(args, option[2:].replace("-", "_"), None)
+        folder = check_input_dir(override, option) if override is not None else Path(args.model_path)
+        try:
+            resolve_model_folder(folder, name, marker=marker)
+        except CheckpointFileNotFoundError:
+            given = option if override is not None else "--model-path"
+            raise InputFileError(
+                f"{given} {folder} holds no {name} folder: neither {folder / marker} nor {folder / name / marker} "
+                f"exists; pass the folder that contains {name}/ (or {option} {name.upper().replace('-', '_')}_DIR)",
+                path=folder,
+            ) from None
+
+
+def check_speech_options(args: argparse.Namespace) -> None:
+    """``--speakers-dir``, ``--max-speech-seconds``, ``--seed`` and ``--device`` (checked, nothing loaded)."""
+    from .device import resolve_device
+
+    if args.speakers_dir is not None:
+        check_input_dir(args.speakers_dir, "--speakers-dir", "a speakers folder (speakers_info.json + *_prompt.wav)")
+    if args.max_speech_seconds is not None:
+        check_float(args.max_speech_seconds, "--max-speech-seconds", minimum=0, exclusive_minimum=True)
+    if args.seed is not None:
+        check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED)
+    resolve_device(args.device, name="--device")
+
+
+def check_registered_speaker(speaker: str, speakers_dir: Path | None, option: str = "--speaker") -> None:
+    """``speaker`` is a safe name listed in the speakers folder's ``speakers_info.json``."""
+    from .tts.speakers import SPEAKERS_INFO_FILE, read_speakers_info
+
+    check_safe_name(speaker, option)
+    if speakers_dir is None:
+        raise InvalidArgumentError(
+            f"{option} {speaker!r} needs a speakers folder ({SPEAKERS_INFO_FILE} + {speaker}_prompt.wav) and "
+            "none was found: pass --speakers-dir, put one at MODEL_PATH/speakers, or clone a voice "
+            "(stepaudio tts --synthesis-type clone --prompt-wav CLIP --prompt-text TRANSCRIPT)",
+            name=option,
+            value=speaker,
+        )
+    try:
+        registered = read_speakers_info(speakers_dir)
+    except InputFileError:
+        raise
+    except FileNotFoundError as error:  # the folder has no speakers_info.json: the option names the wrong folder
+        raise InputFileError(f"--speakers-dir: {error}", path=Path(speakers_dir)) from None
+    if speaker not in registered:
+        raise InvalidArgumentError(
+            f"{option} {speaker!r} is not registered: {Path(speakers_dir) / SPEAKERS_INFO_FILE} lists "
+            f"{', '.join(sorted(registered)) or 'no speakers'}; pick one of them, register the voice there with a "
+            f"{speaker}_prompt.wav, or clone it (stepaudio tts --synthesis-type clone --prompt-wav CLIP "
+            "--prompt-text TRANSCRIPT)",
+            name=option,
+            value=speaker,
+        )
+    prompt = Path(speakers_dir) / f"{speaker}_prompt.wav"
+    if not prompt.is_file():
+        raise InputFileError(
+            f"{option} {speaker!r} is listed in {Path(speakers_dir) / SPEAKERS_INFO_FILE} but its prompt clip "
+            f"{prompt} is missing; add the clip or remove the entry",
+            path=prompt,
+        )
+
+
+def check_audio_file_option(value: str, option: str) -> Path:
+    """An existing, readable audio file (its header is read; nothing is decoded)."""
+    from .audio import audio_duration
+    from .errors import AudioInputError
+
+    path = check_input_file(value, option, "an audio file (wav, flac, mp3, ogg)")
+    try:
+        audio_duration(path)
+    except AudioInputError as error:
+        raise InputFileError(f"{option} {error}", path=path) from error
+    return path

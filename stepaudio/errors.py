@@ -13,6 +13,9 @@ from pathlib import Path
 
 __all__ = [
     "StepAudioError",
+    "UsageError",
+    "InvalidArgumentError",
+    "InputFileError",
     "CheckpointError",
     "CheckpointFileNotFoundError",
     "CheckpointKeyError",
@@ -36,6 +39,43 @@ OFFICIAL_DOWNLOAD_HINT = (
 
 class StepAudioError(Exception):
     """Base class of every error raised by stepaudio."""
+
+
+class UsageError(StepAudioError):
+    """The call itself is wrong: a value out of range, a missing or wrong-kind input path, conflicting options.
+
+    These are found before any model is loaded or any work is done (the public constructors and
+    methods check their arguments first; the command line checks its options while parsing).  The
+    ``stepaudio`` command exits with status 2 for them and 1 for every other error.
+    """
+
+
+class InvalidArgumentError(UsageError, ValueError):
+    """An argument (or command-line option) has a value that is not accepted.
+
+    Attributes:
+        name: the parameter or option (``"speed_ratio"``, ``"--speed"``).
+        value: the value that was refused.
+        requirement: the message without the leading name (``"must be ..., got ...; ..."``), for
+            callers such as argparse that print the option name themselves.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, value: object = None, requirement: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+        self.value = value
+        self.requirement = requirement or message
+
+
+class InputFileError(UsageError, FileNotFoundError):
+    """A file or folder named by the caller is missing, of the wrong kind (a folder for a file) or unreadable."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+    def __str__(self) -> str:  # OSError would otherwise format its own (errno, strerror) pair
+        return str(self.args[0]) if self.args else ""
 
 
 class CheckpointError(StepAudioError):
@@ -96,7 +136,7 @@ class StreamClosedError(StepAudioError, RuntimeError):
     """``feed`` or ``close`` was called on a stream that was already closed."""
 
 
-class RealtimeConfigError(StepAudioError, ValueError):
+class RealtimeConfigError(InvalidArgumentError):
     """A :class:`stepaudio.realtime.RealtimeConfig` value is out of range or inconsistent with another."""
 
 

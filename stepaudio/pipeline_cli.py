@@ -7,7 +7,18 @@ import logging
 import sys
 from pathlib import Path
 
-from .cli_options import add_model_folder_options, add_speech_options, default_speakers_dir
+from .cli_options import (
+    add_common_options,
+    add_model_folder_options,
+    add_speech_options,
+    check_audio_file_option,
+    check_model_folder_options,
+    check_registered_speaker,
+    check_speech_options,
+    default_speakers_dir,
+)
+from .errors import InvalidArgumentError, PromptError
+from .validation import check_float, check_int, check_output_dir, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +70,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_speech_options(parser)
     parser.add_argument("--dtype", default=None, help="LLM dtype: bf16, fp16 or fp32 (default: bf16 on GPU)")
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "flex", "eager"], help="attention backend")
+    add_common_options(parser)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every option, checked before anything is loaded (raises a UsageError naming the option)."""
+    from .device import resolve_device, resolve_dtype
+
+    speak = args.output_path is not None
+    hears = any(kind == "audio" for kind, _ in args.turns or [])
+    needs = (
+        ("Step-Audio-Chat",)
+        + (("Step-Audio-Tokenizer",) if speak or hears else ())
+        + (("Step-Audio-TTS-3B",) if speak else ())
+    )
+    check_model_folder_options(args, needs=needs)
+    check_speech_options(args)
+    check_int(args.max_new_tokens, "--max-new-tokens", minimum=1)
+    if not args.greedy:
+        check_float(args.temperature, "--temperature", minimum=0, exclusive_minimum=True, hint="or pass --greedy")
+        check_float(args.top_p, "--top-p", minimum=0, maximum=1.0, exclusive_minimum=True)
+    if args.dtype is not None:
+        resolve_dtype(args.dtype, resolve_device(args.device), name="--dtype")
+    if args.system is not None:
+        check_text(args.system, "--system")
+    if speak:
+        check_output_dir(args.output_path, "--output-path")
+        check_registered_speaker(args.speaker, default_speakers_dir(args.model_path, args.speakers_dir))
+    for position, (kind, value) in enumerate(args.turns or []):
+        if kind == "text":
+            check_text(value, "--text")
+        elif value == PREVIOUS_REPLY:
+            if not speak or position == 0:
+                raise InvalidArgumentError(
+                    f"--audio {PREVIOUS_REPLY} means the speech of the previous reply, so it needs --output-path "
+                    "(to speak the replies) and a --text or --audio turn before it",
+                    name="--audio",
+                    value=value,
+                )
+        else:
+            check_audio_file_option(value, "--audio")
 
 
 def _stream_reply(chat, messages: list[dict], args: argparse.Namespace) -> str:
@@ -77,21 +128,34 @@ def _stream_reply(chat, messages: list[dict], args: argparse.Namespace) -> str:
     return "".join(pieces)
 
 
+def _stdin_lines():
+    """Lines of standard input; bytes that are not UTF-8 become unpaired surrogates, refused per line by check_text."""
+    import io
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text-only stream (tests, notebooks)
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape")
+
+
 def run(args: argparse.Namespace) -> int:
-    import soundfile
+    check_args(args)
+
     import torch
 
+    from .audio import write_audio
     from .llm.chat import StepAudioChat
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
     model_path = Path(args.model_path)
     turns = args.turns or []
-    tokenizer_path = Path(args.tokenizer_path or model_path / "Step-Audio-Tokenizer")
+    tokenizer_path = Path(args.tokenizer_path or model_path)
     speak = args.output_path is not None
     tts = None
     if speak or any(kind == "audio" for kind, _ in turns):
         from .tokenizer import StepAudioTokenizer
+        from .tts.text import has_speakable_text
 
         tokenizer = StepAudioTokenizer(tokenizer_path, device=args.device)
         chat = StepAudioChat(
@@ -111,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 speakers_dir=speakers_dir,
                 device=args.device,
                 max_speech_seconds=args.max_speech_seconds,
+                allow_unknown_tags=True,  # the reply is the model's text, passed on as the original does
             )
     else:
         chat = StepAudioChat(
@@ -121,11 +186,21 @@ def run(args: argparse.Namespace) -> int:
     if not turns:
         history = list(system)
         print("Type a message and press Enter (Ctrl-D to quit).", file=sys.stderr)
-        for line in sys.stdin:
-            if line.strip():
-                history.append({"role": "user", "content": line.strip()})
+        for number, line in enumerate(_stdin_lines(), start=1):
+            if not line.strip():
+                continue
+            try:  # a bad line is reported and skipped; the conversation goes on
+                check_text(line.strip(), f"line {number} of standard input")
+                messages = history + [{"role": "user", "content": line.strip()}]
                 sys.stdout.write("assistant: ")
-                history.append({"role": "assistant", "content": _stream_reply(chat, history, args)})
+                reply = _stream_reply(chat, messages, args)
+            except PromptError as error:  # e.g. the history outgrew the model's context
+                print(f"stepaudio chat: error: {error}", file=sys.stderr)
+                continue
+            except InvalidArgumentError as error:
+                print(f"stepaudio chat: error: {error}; the line was skipped", file=sys.stderr)
+                continue
+            history = messages + [{"role": "assistant", "content": reply}]
         return 0
 
     output = Path(args.output_path) if speak else None
@@ -134,8 +209,10 @@ def run(args: argparse.Namespace) -> int:
         if kind == "audio":
             if value == PREVIOUS_REPLY:
                 if previous_wav is None:
-                    print(f"error: --audio {PREVIOUS_REPLY} needs a spoken reply before it", file=sys.stderr)
-                    return 2
+                    raise PromptError(
+                        f"turn {index}: --audio {PREVIOUS_REPLY} has no speech to use, because the previous reply "
+                        "had nothing to speak"
+                    )
                 value = str(previous_wav)
             content = {"type": "audio", "audio": value}
             print(f"user (audio): {value}")
@@ -145,12 +222,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("assistant: ")
         reply = _stream_reply(chat, system + [{"role": "user", "content": content}], args)
         if tts is not None and output is not None:
-            if not reply.strip():
-                logger.warning("turn %d: the reply is empty, so there is nothing to speak", index)
+            if not has_speakable_text(reply):
+                logger.warning("turn %d: the reply has nothing to speak (no letters or digits); no speech", index)
+                previous_wav = None
                 continue
             wav, sample_rate = tts(reply, args.speaker, progress=True)
-            output.mkdir(parents=True, exist_ok=True)
-            previous_wav = output / f"reply_{index}.wav"
-            soundfile.write(previous_wav, wav[0].numpy(), sample_rate)
+            previous_wav = write_audio(output / f"reply_{index}.wav", wav[0], sample_rate)
             print(f"speech: {previous_wav} ({wav.shape[1] / sample_rate:.2f} s)")
     return 0

@@ -30,6 +30,16 @@ def test_console_command_has_every_sub_command():
 def test_cli_reports_library_errors_without_a_traceback(tmp_path, capsys):
     from stepaudio.cli import main
 
-    assert main(["chat", "--model-path", str(tmp_path / "missing"), "--text", "hi"]) == 1
+    # A usage error (the option names no folder): exit 2, found before anything loads.
+    assert main(["chat", "--model-path", str(tmp_path / "missing"), "--text", "hi"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+    assert err.startswith("stepaudio chat: error: --model-path ") and "does not exist" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # A run-time error (the folder is there but its config is broken): exit 1, one line.
+    (tmp_path / "config.json").write_text("{not json")
+    assert main(["chat", "--model-path", str(tmp_path), "--text", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stepaudio chat: error: ") and "config.json" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+

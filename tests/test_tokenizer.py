@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 import stepaudio.resample
-from stepaudio.errors import AudioInputError, AudioTokenError, CheckpointFileNotFoundError
+from stepaudio.errors import AudioInputError, AudioTokenError, CheckpointFileNotFoundError, InputFileError
 from stepaudio.testing.tokenizer_fixture import build_tiny_tokenizer_checkpoint
 from stepaudio.tokenizer import StepAudioTokenizer, deinterleave, ids_to_string, interleave, string_to_ids
 from stepaudio.tokenizer.layout import PARAFORMER_SUBFOLDER
@@ -342,7 +342,8 @@ def test_missing_checkpoint_file_names_path_and_layout(tiny_tokenizer_dir: Path,
         StepAudioTokenizer(folder, device="cpu")
     message = str(caught.value)
     assert str(folder.resolve() / relative) in message
-    assert "Step-Audio-Tokenizer/" in message and PARAFORMER_SUBFOLDER in message
+    assert "Step-Audio-Tokenizer folder" in message and PARAFORMER_SUBFOLDER in message
+    assert "speech_tokenizer_v1.onnx" in message and "huggingface.co" in message and "\n" not in message
     assert caught.value.file == folder.resolve() / relative
 
 
@@ -396,4 +397,5 @@ def test_cli_tokenize(
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out.strip())["tokens"] == records[0]["tokens"]
     args = parser.parse_args(["tokenize", "--model-path", str(tmp_path / "nowhere"), str(files[0])])
-    assert args.func(args) == 2
+    with pytest.raises(InputFileError, match="--model-path .*nowhere does not exist"):  # checked before loading
+        args.func(args)

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from stepaudio.errors import CheckpointFileNotFoundError, PromptError
+from stepaudio.errors import CheckpointFileNotFoundError, InvalidArgumentError, PromptError
 from stepaudio.llm.text_tokenizer import EOT_ID
 from stepaudio.tokenizer import StepAudioTokenizer
 from stepaudio.tts.tts import AudioTokensOnlyLogitsProcessor, StepAudioTTS, max_audio_tokens_for
@@ -76,7 +76,7 @@ def test_zero_shot_clone(tts, shared_audio_dir):
     }
     wav, rate = tts("克隆一个声音。", None, clone)
     assert rate == 22050 and torch.isfinite(wav).all() and wav.shape[1] > 0
-    with pytest.raises(PromptError, match="clone_dict needs"):
+    with pytest.raises(InvalidArgumentError, match="clone_dict needs 'prompt_text'"):
         tts("你好。", None, {"speaker": "x", "wav_path": clone["wav_path"]})
 
 
@@ -130,7 +130,7 @@ def test_request_errors(tts, tiny_tts_dir, tiny_tokenizer_dir):
         tts("(高兴1)", "Tingting")
     with pytest.raises(PromptError, match="empty"):
         tts("  ", "Tingting")
-    with pytest.raises(PromptError, match="speaker id or a clone_dict"):
+    with pytest.raises(InvalidArgumentError, match="speaker is needed: pass a registered speaker id"):
         tts("你好。", None)
     no_speakers = StepAudioTTS(tiny_tts_dir, tts.audio_tokenizer, device="cpu", max_speech_seconds=1.0)
     with pytest.raises(PromptError, match="no speakers folder"):

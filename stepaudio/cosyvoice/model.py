@@ -13,6 +13,7 @@ import torch
 from ..device import resolve_device, resolve_dtype
 from ..errors import OFFICIAL_DOWNLOAD_HINT, AudioTokenError, CheckpointFileNotFoundError, PromptError
 from ..streaming import Stream
+from ..validation import check_int
 from .builder import build_from_recipe
 from .checkpoint import load_strict
 from .config import load_recipe
@@ -194,6 +195,10 @@ class CosyVoiceDecoder:
             CheckpointConfigError: the recipe cannot be read or names unknown classes.
             CheckpointKeyError / CheckpointShapeError: a weight file does not match the recipe.
         """
+        check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
+        check_int(n_timesteps, "n_timesteps", minimum=1, maximum=1000, hint="10 is the recipe's default")
+        resolved_device = resolve_device(device)
+        flow_dtype = resolve_dtype(dtype, resolved_device)
         folder = Path(folder)
         for name in DECODER_FILES:
             path = folder / name
@@ -204,8 +209,6 @@ class CosyVoiceDecoder:
                     folder=folder,
                     file=path,
                 )
-        resolved_device = resolve_device(device)
-        flow_dtype = resolve_dtype(dtype, resolved_device)
         recipe_path = folder / "cosyvoice.yaml"
         recipe = load_recipe(recipe_path)
         with torch.device("meta"):

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from transformers import TextIteratorStreamer
 
 from ..device import resolve_device, resolve_dtype
-from ..errors import OFFICIAL_DOWNLOAD_HINT, CheckpointFileNotFoundError, PromptError
+from ..errors import (
+    OFFICIAL_DOWNLOAD_HINT,
+    AudioInputError,
+    CheckpointFileNotFoundError,
+    InvalidArgumentError,
+    PromptError,
+)
+from ..validation import check_choice, check_float, check_input_dir, check_int, describe_value
 from .generation import BackgroundGeneration
 from .modeling import Step1ForCausalLM
-from .prompts import render_chat_prompt
+from .prompts import check_messages, iter_audio_parts, render_chat_prompt
 from .text_tokenizer import EOT_ID, load_text_tokenizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StepAudioChat", "resolve_model_folder"]
+__all__ = ["ATTENTION_IMPLEMENTATIONS", "StepAudioChat", "check_generation_args", "resolve_model_folder"]
 
 Message = Mapping[str, Any]
+
+#: Accepted ``attn_implementation`` values (``flex`` is short for ``flex_attention``).
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flex", "flex_attention", "eager")
 
 
 class AudioTokenizerLike(Protocol):
@@ -46,12 +60,77 @@ def resolve_model_folder(path: str | Path, folder_name: str, marker: str = "conf
         raise CheckpointFileNotFoundError(
             f"model path {path} does not exist. {OFFICIAL_DOWNLOAD_HINT}", folder=path, file=path / marker
         )
+    if not path.is_dir():
+        raise CheckpointFileNotFoundError(
+            f"model path {path} is a file, not a folder: pass the {folder_name} folder, or the folder that contains "
+            f"it. {OFFICIAL_DOWNLOAD_HINT}",
+            folder=path,
+            file=path / marker,
+        )
     raise CheckpointFileNotFoundError(
         f"{path} is not a {folder_name} folder: neither {path / marker} nor {path / folder_name / marker} exists. "
         f"Pass the {folder_name} folder, or the folder that contains it. {OFFICIAL_DOWNLOAD_HINT}",
         folder=path,
         file=path / marker,
     )
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        detail = f"must be True or False, got {describe_value(value)}"
+        raise InvalidArgumentError(f"{name} {detail}", name=name, value=value, requirement=detail)
+    return bool(value)
+
+
+def check_generation_args(
+    max_new_tokens: object,
+    temperature: object,
+    top_p: object,
+    top_k: object,
+    do_sample: object,
+    timeout: object = None,
+) -> None:
+    """Refuse generation settings that transformers would reject late (or silently misuse).
+
+    ``max_new_tokens`` a whole number >= 1; ``temperature`` a finite number, > 0 when sampling
+    (greedy decoding ignores it); ``top_p`` in (0, 1]; ``top_k`` a whole number >= 0 (0: no top-k
+    filter); ``do_sample`` a bool; ``timeout`` ``None`` or seconds > 0.
+
+    Raises:
+        InvalidArgumentError: naming the argument, what is accepted and the value given.
+    """
+    check_int(
+        max_new_tokens, "max_new_tokens", minimum=1, hint="it is the longest reply to generate, in tokens (e.g. 512)"
+    )
+    sampling = _check_bool(do_sample, "do_sample")
+    if sampling:
+        check_float(
+            temperature,
+            "temperature",
+            minimum=0,
+            exclusive_minimum=True,
+            hint="use do_sample=False for greedy decoding",
+        )
+    else:
+        check_float(temperature, "temperature", hint="it is ignored with do_sample=False")
+    numeric = not isinstance(top_p, (bool, np.bool_)) and isinstance(top_p, (int, float, np.integer, np.floating))
+    if not numeric or not 0 < float(top_p) <= 1:  # NaN fails the comparison too
+        detail = (
+            f"must be a number above 0 and at most 1, got {describe_value(top_p)}; 1.0 turns the nucleus filter off"
+        )
+        raise InvalidArgumentError(f"top_p {detail}", name="top_p", value=top_p, requirement=detail)
+    check_int(top_k, "top_k", minimum=0, hint="0 turns the top-k filter off")
+    if timeout is not None:
+        check_float(timeout, "timeout", minimum=0, exclusive_minimum=True, hint="None waits without limit")
+
+
+def _without_audio(content: Any) -> Any:
+    """Message content with every audio part replaced by an empty text part (to count the text tokens)."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        return {"type": "text", "text": ""} if content.get("type") == "audio" else content
+    return [_without_audio(part) for part in content]
 
 
 class _ReplyStreamer(TextIteratorStreamer):
@@ -79,7 +158,15 @@ class StepAudioChat:
 
     Messages are ``{"role": "system"|"user"|"assistant", "content": ...}`` where content is a
     string, ``{"type": "text", "text": ...}``, ``{"type": "audio", "audio": path_or_array,
-    "sample_rate": sr}`` or a list of such parts.
+    "sample_rate": sr}`` (``sample_rate`` required for arrays), ``{"type": "audio", "audio_ids":
+    [...]}`` or a list of such parts.
+
+    Bad input is refused before any work, with one-line messages: the constructor checks its
+    arguments (and the tokenizer folder's layout) before loading anything
+    (:class:`~stepaudio.errors.InvalidArgumentError` / :class:`~stepaudio.errors.InputFileError`);
+    ``__call__`` and :meth:`stream` check the generation settings (:func:`check_generation_args`), every
+    message and part, and whether the prompt can fit ``max_seq_len`` judged from the audio's
+    durations (:meth:`check_prompt`), before the first clip is tokenized.
     """
 
     def __init__(
@@ -92,9 +179,45 @@ class StepAudioChat:
         tokenizer_path: str | Path | None = None,
         audio_tokenizer: AudioTokenizerLike | None = None,
     ) -> None:
+        check_choice(attn_implementation, "attn_implementation", ATTENTION_IMPLEMENTATIONS)
+        device_obj = resolve_device(device)
+        resolved_dtype = resolve_dtype(dtype, device_obj)
+        if device_map is not None:
+            if not isinstance(device_map, (str, dict)) or isinstance(device_map, str) and not device_map.strip():
+                detail = (
+                    "must be None, a strategy such as 'auto' or a dict of module name -> device, "
+                    f"got {describe_value(device_map)}"
+                )
+                raise InvalidArgumentError(
+                    f"device_map {detail}", name="device_map", value=device_map, requirement=detail
+                )
+            if importlib.util.find_spec("accelerate") is None:
+                detail = f"needs the accelerate package, got {describe_value(device_map)}; pip install accelerate"
+                raise InvalidArgumentError(
+                    f"device_map {detail}", name="device_map", value=device_map, requirement=detail
+                )
+        tokenizer_folder = None
+        if tokenizer_path is not None:
+            if audio_tokenizer is not None:
+                detail = "must be None when audio_tokenizer is given (pass one of them, not both)"
+                raise InvalidArgumentError(
+                    f"tokenizer_path {detail}", name="tokenizer_path", value=tokenizer_path, requirement=detail
+                )
+            from ..tokenizer.layout import locate_tokenizer_files
+
+            check_input_dir(tokenizer_path, "tokenizer_path", "a Step-Audio-Tokenizer folder")
+            tokenizer_folder = locate_tokenizer_files(tokenizer_path).folder  # checks the layout before any load
+        if audio_tokenizer is not None and not callable(audio_tokenizer):
+            detail = (
+                "must be callable as audio_tokenizer(audio, sample_rate) -> '<audio_N>...' (e.g. a "
+                f"StepAudioTokenizer), got {type(audio_tokenizer).__name__}"
+            )
+            raise InvalidArgumentError(
+                f"audio_tokenizer {detail}", name="audio_tokenizer", value=audio_tokenizer, requirement=detail
+            )
         self.model_path = resolve_model_folder(model_path, "Step-Audio-Chat")
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.device = device_obj
+        self.dtype = resolved_dtype
         self.tokenizer = load_text_tokenizer(self.model_path)
         self.model = Step1ForCausalLM.from_pretrained(
             self.model_path, dtype=self.dtype, attn_implementation=attn_implementation, device_map=device_map
@@ -109,10 +232,10 @@ class StepAudioChat:
             self.dtype,
             self.model.config._attn_implementation,
         )
-        if audio_tokenizer is None and tokenizer_path is not None:
+        if tokenizer_folder is not None:
             from ..tokenizer import StepAudioTokenizer
 
-            audio_tokenizer = StepAudioTokenizer(tokenizer_path, device=self.device)
+            audio_tokenizer = StepAudioTokenizer(tokenizer_folder, device=self.device)
         self.audio_tokenizer = audio_tokenizer
 
     @property
@@ -121,7 +244,7 @@ class StepAudioChat:
         return self.model.config.max_seq_len
 
     def _audio_part_to_text(self, part: Mapping[str, Any]) -> str:
-        assert self.audio_tokenizer is not None  # checked by message_content_to_text
+        assert self.audio_tokenizer is not None  # checked by check_messages
         return self.audio_tokenizer(part["audio"], part.get("sample_rate"))
 
     def encode_messages(self, messages: Sequence[Message]) -> list[int]:
@@ -130,12 +253,79 @@ class StepAudioChat:
         prompt = render_chat_prompt(messages, audio_to_text=audio_to_text)
         return self.tokenizer.encode(prompt)
 
+    def _audio_estimate(self, where: str, part: Mapping[str, Any]) -> tuple[float, int]:
+        """``(seconds, most audio tokens)`` of one audio part, from its length alone (nothing decoded)."""
+        from ..audio import audio_duration
+        from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, max_audio_tokens
+
+        if "audio_ids" in part:
+            count = len(part["audio_ids"])
+            return count / AUDIO_TOKENS_PER_SECOND, count
+        try:
+            audio = part["audio"]
+            seconds = audio_duration(
+                Path(os.fspath(audio)) if isinstance(audio, os.PathLike) else audio, part.get("sample_rate")
+            )
+        except AudioInputError as error:
+            raise AudioInputError(f"{where}: {error}") from None
+        return seconds, max_audio_tokens(seconds)
+
+    def check_prompt(self, messages: Sequence[Message]) -> None:
+        """Check ``messages`` completely and refuse a prompt that cannot fit, before any audio is tokenized.
+
+        Every message and part is checked first (:func:`~stepaudio.llm.prompts.check_messages`); then
+        the prompt's length is bounded from the text (tokenized, cheap) and the audio's durations (file
+        headers / array lengths / ``audio_ids`` counts, nothing decoded): a prompt that would leave no
+        room for a reply in ``max_seq_len`` is refused at once, not after minutes of tokenizing.
+
+        Raises:
+            PromptError: malformed messages, or a prompt (text + audio) too long for the context.
+            AudioInputError: an audio file that is missing, a folder or unreadable (naming the message).
+        """
+        from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_LINGUISTIC, GROUP_SECONDS, GROUP_SEMANTIC
+
+        check_messages(messages, audio_tokenizer_configured=self.audio_tokenizer is not None)
+        estimates = [(where, *self._audio_estimate(where, part)) for where, part in iter_audio_parts(messages)]
+        text_only = [{**message, "content": _without_audio(message["content"])} for message in messages]
+        text_tokens = len(self.tokenizer.encode(render_chat_prompt(text_only)))
+        audio_tokens = sum(tokens for _, _, tokens in estimates)
+        limit = self.max_seq_len
+        if text_tokens + audio_tokens < limit:
+            return
+        context = f"Step-Audio-Chat's {limit}-token context (max_seq_len of config.json)"
+        if text_tokens >= limit or not estimates:
+            what = "the text of the prompt alone is" if estimates else "the prompt is"
+            raise PromptError(
+                f"{what} {text_tokens} tokens long but Step-Audio-Chat takes at most {limit} (prompt + reply, "
+                "max_seq_len of config.json); drop old turns or shorten the text"
+            )
+        room = limit - 1 - text_tokens  # audio tokens that fit with the text and one reply token
+        where, seconds, tokens = max(estimates, key=lambda estimate: estimate[2])
+        others = audio_tokens - tokens
+        group = GROUP_LINGUISTIC + GROUP_SEMANTIC
+        if tokens > room and room - others >= group:  # this clip alone cannot fit: it is the one to shorten
+            at_most = math.floor((room - others) / group) * GROUP_SECONDS
+            besides = f" besides {others} tokens of other audio in the conversation" if others else ""
+            raise PromptError(
+                f"the audio in {where} lasts {seconds:.1f} s (~{tokens} audio tokens), more than {context} holds"
+                f"{besides} with room for the reply: shorten it to at most {at_most:.1f} s or split it into "
+                "several turns"
+            )
+        total_seconds = sum(estimate[1] for estimate in estimates)
+        at_most = max(0.0, math.floor(room / group) * GROUP_SECONDS)
+        places = ", ".join(estimate[0] for estimate in estimates)
+        raise PromptError(
+            f"the audio of the conversation ({places}) lasts {total_seconds:.1f} s in total (~{audio_tokens} audio "
+            f"tokens at {AUDIO_TOKENS_PER_SECOND:.1f}/s), more than {context} holds with the text and room for the "
+            f"reply: drop old turns or shorten the audio to at most {at_most:.1f} s in total"
+        )
+
     def _generation_inputs(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[torch.Tensor, int]:
         prompt_ids = self.encode_messages(messages)
         if len(prompt_ids) >= self.max_seq_len:
             raise PromptError(
                 f"the prompt is {len(prompt_ids)} tokens long but Step-Audio-Chat takes at most {self.max_seq_len} "
-                "(prompt + reply); drop old turns or shorten the audio"
+                "(prompt + reply, max_seq_len of config.json); drop old turns or shorten the audio"
             )
         room = self.max_seq_len - len(prompt_ids)
         if max_new_tokens > room:
@@ -184,7 +374,17 @@ class StepAudioChat:
 
         ``streamer`` is any transformers streamer (e.g. ``TextStreamer``) that should see the tokens as
         they are generated; see :meth:`stream` for an iterator of text pieces instead.
+
+        Every argument and message is checked before anything is tokenized (see :meth:`check_prompt`
+        and :func:`check_generation_args`).
         """
+        check_generation_args(max_new_tokens, temperature, top_p, top_k, do_sample)
+        if streamer is not None and not (
+            callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))
+        ):
+            detail = f"must be a transformers streamer (with put() and end()), got {type(streamer).__name__}"
+            raise InvalidArgumentError(f"streamer {detail}", name="streamer", value=streamer, requirement=detail)
+        self.check_prompt(messages)
         input_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
         output = self.model.generate(
             input_ids,
@@ -207,9 +407,29 @@ class StepAudioChat:
     ) -> Iterator[str]:
         """Yield the reply as text pieces while it is generated (generation runs in a worker thread).
 
-        Generation stops promptly (within one token) when ``cancel`` is set, or when the consumer
-        stops iterating (the generator is closed); the text produced so far has then been yielded.
+        Arguments and messages are checked when ``stream`` is called (not on the first ``next``);
+        audio is tokenized and generation starts on the first ``next``.  Generation stops promptly
+        (within one token) when ``cancel`` is set, or when the consumer stops iterating (the generator
+        is closed); the text produced so far has then been yielded.
         """
+        check_generation_args(max_new_tokens, temperature, top_p, top_k, do_sample, timeout)
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            detail = f"must be None or a threading.Event, got {type(cancel).__name__}"
+            raise InvalidArgumentError(f"cancel {detail}", name="cancel", value=cancel, requirement=detail)
+        self.check_prompt(messages)
+        return self._stream(messages, max_new_tokens, temperature, top_p, top_k, do_sample, timeout, cancel)
+
+    def _stream(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        do_sample: bool,
+        timeout: float | None,
+        cancel: threading.Event | None,
+    ) -> Iterator[str]:
         input_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
         streamer = _ReplyStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
         generation = BackgroundGeneration(

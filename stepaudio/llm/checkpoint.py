@@ -27,6 +27,7 @@ from .configuration import Step1Config
 __all__ = [
     "INDEX_FILE",
     "SINGLE_FILE",
+    "checkpoint_weight_bytes",
     "expected_state_dict_shapes",
     "read_checkpoint_shapes",
     "validate_step1_checkpoint",
@@ -82,6 +83,13 @@ def _shard_files(folder: Path) -> tuple[dict[str, list[str]], Path]:
         folder=folder,
         file=index_path,
     )
+
+
+def checkpoint_weight_bytes(folder: str | Path) -> int:
+    """Total size in bytes of a checkpoint folder's weight files (the shards its index names, or the single file)."""
+    folder = Path(folder)
+    files, _ = _shard_files(folder)
+    return sum((folder / name).stat().st_size for name in files if (folder / name).is_file())
 
 
 def read_checkpoint_shapes(folder: str | Path) -> dict[str, tuple[tuple[int, ...], Path]]:

@@ -13,8 +13,11 @@ The model is a native transformers model: it is registered for ``model_type: ste
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .alibi import SqrtAlibiBias
 from .attention import AttentionContext, normalize_attention_backend, sqrt_alibi_attention
-from .checkpoint import validate_step1_checkpoint
+from .checkpoint import checkpoint_weight_bytes, validate_step1_checkpoint
 from .configuration import Step1Config
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,36 @@ __all__ = [
     "Step1Model",
     "Step1ForCausalLM",
 ]
+
+
+#: Checkpoints smaller than this load without transformers' "Loading weights" progress bar (it only flickers).
+QUIET_LOAD_BYTES = 1 << 30
+
+
+@contextmanager
+def _transformers_progress_bars(enabled: bool) -> Iterator[None]:
+    """Turn transformers' (and huggingface_hub's) tqdm bars off for the block when ``enabled`` is False.
+
+    The previous state of both libraries is restored afterwards, so a caller's own choice (e.g.
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` or ``transformers.utils.logging.disable_progress_bar()``) survives.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")  # the module (its package re-exports a class)
+
+    if enabled or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hub_states = getattr(hub_tqdm, "progress_bar_states", None)
+    saved_hub_states = dict(hub_states) if isinstance(hub_states, dict) else None
+    hf_logging.disable_progress_bar()  # also turns huggingface_hub's bars off
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if saved_hub_states is not None:  # put back huggingface_hub's own (global and per-group) settings
+            hub_states.clear()
+            hub_states.update(saved_hub_states)
 
 
 class Step1RMSNorm(nn.Module):
@@ -163,9 +196,11 @@ class Step1PreTrainedModel(PreTrainedModel):
         model's keys with the model's shapes.  Otherwise a :class:`~stepaudio.errors.CheckpointError`
         names the folder, the file and the key.  The official ``lib/`` folder (a prebuilt CUDA kernel)
         is not needed and is ignored.  ``attn_implementation`` accepts ``sdpa`` (default),
-        ``flex``/``flex_attention`` and ``eager``.
+        ``flex``/``flex_attention`` and ``eager``.  transformers' "Loading weights" progress bar is
+        shown only for checkpoints of at least :data:`QUIET_LOAD_BYTES` (1 GiB).
         """
         folder = Path(pretrained_model_name_or_path)
+        show_progress = True
         if folder.is_dir():
             config = kwargs.get("config")
             if not isinstance(config, Step1Config):
@@ -177,7 +212,10 @@ class Step1PreTrainedModel(PreTrainedModel):
                     "the prebuilt Optimus CUDA library",
                     folder / "lib",
                 )
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            # The bar is worth seeing for the 130B model (minutes), noise for small checkpoints.
+            show_progress = checkpoint_weight_bytes(folder) >= QUIET_LOAD_BYTES
+        with _transformers_progress_bars(show_progress):
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         return model
 
 

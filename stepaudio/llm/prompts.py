@@ -17,11 +17,13 @@ it is written as ``<|BOT|>assistant\\n`` without ``<|EOT|>`` and is itself the g
 from __future__ import annotations
 
 import numbers
+import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import AudioTokenError, PromptError
+from ..errors import AudioTokenError, InvalidArgumentError, PromptError
+from ..validation import check_text
 from .text_tokenizer import AUDIO_TOKEN_OFFSET, NUM_AUDIO_CODES
 
 __all__ = [
@@ -31,7 +33,9 @@ __all__ = [
     "AudioToText",
     "audio_codes_to_ids",
     "audio_ids_to_codes",
+    "check_messages",
     "format_audio_tokens",
+    "iter_audio_parts",
     "message_content_to_text",
     "parse_audio_tokens",
     "render_chat_prompt",
@@ -152,6 +156,164 @@ def message_content_to_text(content: Any, audio_to_text: AudioToText | None = No
     )
 
 
+_TEXT_PART_KEYS = ("type", "text")
+_AUDIO_PART_KEYS = ("type", "audio", "sample_rate", "audio_ids")
+_MESSAGES_SHAPE = "a non-empty list of {'role': ..., 'content': ...} dicts"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """One-line, shortened ``repr`` of a refused value (numpy reprs span lines)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _is_array(value: object) -> bool:
+    """Array-like audio: numpy arrays, torch tensors (anything with a ``shape``), lists and tuples of samples."""
+    return hasattr(value, "shape") or isinstance(value, (list, tuple))
+
+
+def _check_prompt_text(value: object, where: str) -> None:
+    try:
+        check_text(value, where, allow_empty=True)
+    except InvalidArgumentError as error:
+        raise PromptError(str(error)) from None
+
+
+def _check_audio_part(part: Mapping[str, Any], where: str, audio_tokenizer_configured: bool) -> None:
+    if "audio_ids" in part:
+        if "audio" in part:
+            raise PromptError(
+                f"{where}: an audio part has either 'audio' (a path or an array) or 'audio_ids' (already tokenized), "
+                "not both"
+            )
+        ids = part["audio_ids"]
+        if isinstance(ids, (str, bytes)) or not (isinstance(ids, Sequence) or hasattr(ids, "shape")):
+            raise AudioTokenError(
+                f"{where}: 'audio_ids' must be a list of LLM audio ids (65536 + N), got {_short(ids)}"
+            )
+        try:
+            audio_ids_to_codes(ids)
+        except AudioTokenError as error:
+            raise AudioTokenError(f"{where}: {error}") from None
+        return
+    if "audio" not in part:
+        raise PromptError(f"{where}: an audio part needs the audio (a path or an array) under 'audio'")
+    audio = part["audio"]
+    sample_rate = part.get("sample_rate")
+    if _is_path(audio):
+        path = os.fspath(audio)
+        if isinstance(path, bytes) or not path.strip():
+            raise PromptError(f"{where}: 'audio' must be the path of an audio file or an array, got {_short(audio)}")
+        _check_prompt_text(path, f"{where} 'audio' path")
+    elif not _is_array(audio):
+        raise PromptError(
+            f"{where}: 'audio' must be the path of an audio file, or an array/tensor of samples with 'sample_rate', "
+            f"got {type(audio).__name__}"
+        )
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate <= 0
+    ):
+        raise PromptError(
+            f"{where}: 'sample_rate' must be a positive whole number of Hz (e.g. 16000), got {_short(sample_rate)}"
+        )
+    if sample_rate is None and not _is_path(audio):
+        raise PromptError(
+            f"{where}: array audio needs its sample rate: {{'type': 'audio', 'audio': samples, 'sample_rate': 16000}}"
+        )
+    if not audio_tokenizer_configured:
+        raise PromptError(
+            f"{where} contains audio, but no audio tokenizer is configured: create StepAudioChat with "
+            "tokenizer_path=<Step-Audio-Tokenizer folder> (or audio_tokenizer=...)"
+        )
+
+
+def _check_part(part: Any, where: str, audio_tokenizer_configured: bool) -> None:
+    """Check one content part (or a nested list of parts) without rendering anything."""
+    if isinstance(part, str):
+        _check_prompt_text(part, f"{where} text")
+        return
+    if isinstance(part, Mapping):
+        kind = part.get("type")
+        allowed = {"text": _TEXT_PART_KEYS, "audio": _AUDIO_PART_KEYS}.get(kind) if isinstance(kind, str) else None
+        if allowed is None:
+            raise PromptError(f"{where}: unknown content part type {_short(kind)}; use 'text' or 'audio'")
+        unknown = [key for key in part if key not in allowed]
+        article = "an" if kind == "audio" else "a"
+        if unknown:
+            raise PromptError(
+                f"{where}: unknown key(s) {', '.join(_short(key) for key in unknown)} in {article} {kind} part; "
+                f"{article} {kind} part has only {', '.join(repr(key) for key in allowed)}"
+            )
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise PromptError(f"{where}: a text part needs a string under 'text', got {type(text).__name__}")
+            _check_prompt_text(text, f"{where} text")
+        else:
+            _check_audio_part(part, where, audio_tokenizer_configured)
+        return
+    if isinstance(part, Sequence) and not isinstance(part, (bytes, bytearray)):
+        for i, item in enumerate(part):
+            _check_part(item, f"{where}, part {i}", audio_tokenizer_configured)
+        return
+    raise PromptError(
+        f"{where}: content must be a string, a {{'type': 'text'|'audio', ...}} part or a list of parts, "
+        f"got {type(part).__name__}"
+    )
+
+
+def check_messages(messages: Any, audio_tokenizer_configured: bool = True) -> None:
+    """Check every message and content part, without rendering or tokenizing anything.
+
+    :func:`render_chat_prompt` runs this first, so a malformed part anywhere is reported before any
+    audio is tokenized.  Messages are ``{"role": "system"|"user"|"human"|"assistant", "content": ...}``;
+    content is a string, a part ``{"type": "text", "text": str}``, ``{"type": "audio", "audio": path}``,
+    ``{"type": "audio", "audio": samples, "sample_rate": hz}``, ``{"type": "audio", "audio_ids": [...]}``,
+    or a list of parts; ``None`` only in a last assistant message (an open turn).
+
+    Raises:
+        PromptError: naming the message index and the part (``message 2, part 1: ...``).
+        AudioTokenError: ``audio_ids`` that are not LLM audio ids.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise PromptError(f"messages must be {_MESSAGES_SHAPE}, got {type(messages).__name__}")
+    if len(messages) == 0:
+        raise PromptError(f"messages must be {_MESSAGES_SHAPE}, got an empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise PromptError(f"message {i} must be a dict with 'role' and 'content', got {_short(message, 80)}")
+        role = message["role"]
+        if not isinstance(role, str) or role not in CHAT_ROLES:
+            raise PromptError(f"message {i} has unknown role {_short(role)}; use one of {sorted(CHAT_ROLES)}")
+        if message["content"] is None:
+            if CHAT_ROLES[role] != "assistant" or i != len(messages) - 1:
+                raise PromptError(
+                    f"message {i} ({role}) has content None: an open turn is allowed only as the last "
+                    "message, with role 'assistant'"
+                )
+            continue
+        _check_part(message["content"], f"message {i}", audio_tokenizer_configured)
+
+
+def iter_audio_parts(messages: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(where, part)`` of every audio part of checked messages, in order (``where``: ``message 0, part 1``)."""
+
+    def walk(content: Any, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        if isinstance(content, Mapping):
+            if content.get("type") == "audio":
+                yield where, content
+        elif isinstance(content, Sequence) and not isinstance(content, (str, bytes, bytearray)):
+            for i, part in enumerate(content):
+                yield from walk(part, f"{where}, part {i}")
+
+    for i, message in enumerate(messages):
+        yield from walk(message["content"], f"message {i}")
+
+
 def render_chat_prompt(
     messages: Sequence[Mapping[str, Any]],
     audio_to_text: AudioToText | None = None,
@@ -168,25 +330,17 @@ def render_chat_prompt(
     the same as without that message.  An assistant message with content as the last message is a
     closed turn (``...<|EOT|>``), followed by the generation prompt as usual.
 
+    Every message is checked (:func:`check_messages`) before the first audio part is tokenized.
+
     Raises:
-        PromptError: no messages, a message without role/content, an unknown role, or ``content: None``
-            anywhere but in a last assistant message.
+        PromptError: no messages, a message without role/content, an unknown role, ``content: None``
+            anywhere but in a last assistant message, or a malformed part (naming message and part).
     """
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or len(messages) == 0:
-        raise PromptError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    check_messages(messages, audio_tokenizer_configured=audio_to_text is not None)
     pieces: list[str] = []
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
-            raise PromptError(f"message {i} must be a dict with 'role' and 'content', got {message!r:.80}")
-        role = CHAT_ROLES.get(message["role"])
-        if role is None:
-            raise PromptError(f"message {i} has unknown role {message['role']!r}; use one of {sorted(CHAT_ROLES)}")
-        if message["content"] is None:
-            if role != "assistant" or i != len(messages) - 1:
-                raise PromptError(
-                    f"message {i} ({message['role']}) has content None: an open turn is allowed only as the last "
-                    "message, with role 'assistant'"
-                )
+        role = CHAT_ROLES[message["role"]]
+        if message["content"] is None:  # an open last assistant turn (checked above)
             pieces.append(f"<|BOT|>{role}\n")  # the open turn is the generation prompt (upstream: no <|EOT|>)
             return "".join(pieces)
         text = message_content_to_text(message["content"], audio_to_text, where=f"message {i}")

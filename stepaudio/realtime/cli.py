@@ -5,10 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..cli_options import add_model_folder_options, add_speech_options, default_speakers_dir
+from ..cli_options import (
+    add_common_options,
+    add_model_folder_options,
+    add_speech_options,
+    check_model_folder_options,
+    check_registered_speaker,
+    check_speech_options,
+    default_speakers_dir,
+)
+from ..errors import RealtimeConfigError
 
+if TYPE_CHECKING:
+    from .config import RealtimeConfig
+    from .server import ServerConfig
 logger = logging.getLogger(__name__)
 
 
@@ -41,14 +55,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-speculation", action="store_true", help="generate replies only at the end of turn")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit in tokens (256)")
     parser.add_argument("--context-tokens", type=int, default=3000, help="history token budget (3000)")
+    add_common_options(parser)
+
+
+# RealtimeConfig / ServerConfig field -> the option that sets it, so their errors name what the user typed.
+OPTION_OF_FIELD = {
+    "speaker": "--speaker",
+    "pause_ms": "--pause-ms",
+    "end_of_turn_ms": "--end-of-turn-ms",
+    "max_new_tokens": "--max-new-tokens",
+    "context_token_budget": "--context-tokens",
+    "host": "--host",
+    "port": "--port",
+    "max_message_bytes": "--max-message-bytes",
+    "idle_timeout_s": "--idle-timeout",
+    "max_sessions": "--max-sessions",
+    "workers": "--workers",
+}
+
+
+def build_configs(args: argparse.Namespace) -> tuple[RealtimeConfig, ServerConfig]:
+    """The session and server settings of the options, checked; errors name the option."""
+    from .config import RealtimeConfig
+    from .server import ServerConfig
+
+    try:
+        config = RealtimeConfig(
+            speaker=args.speaker,
+            pause_ms=args.pause_ms,
+            end_of_turn_ms=args.end_of_turn_ms,
+            speculative=not args.no_speculation,
+            max_new_tokens=args.max_new_tokens,
+            context_token_budget=args.context_tokens,
+        )
+        server_config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            max_message_bytes=args.max_message_bytes,
+            idle_timeout_s=args.idle_timeout,
+            max_sessions=args.max_sessions,
+            workers=args.workers,
+        )
+    except RealtimeConfigError as error:
+        option = OPTION_OF_FIELD.get(error.name or "")
+        if option is None:
+            raise
+        message = str(error)
+        for field_name, field_option in OPTION_OF_FIELD.items():  # speak in the options the user typed
+            message = re.sub(rf"(?<![\w-]){field_name}\b", field_option, message)
+        raise RealtimeConfigError(message, name=option, value=error.value) from None
+    return config, server_config
+
+
+def check_args(args: argparse.Namespace) -> tuple[RealtimeConfig, ServerConfig]:
+    """Every option, the speaker and the port, checked before any model is loaded."""
+    from .server import check_bindable
+
+    check_model_folder_options(args, needs=("Step-Audio-Chat", "Step-Audio-TTS-3B", "Step-Audio-Tokenizer"))
+    check_speech_options(args)
+    config, server_config = build_configs(args)
+    if server_config.port == 0:
+        raise RealtimeConfigError("--port must be a port number from 1 to 65535, got 0", name="--port", value=0)
+    check_registered_speaker(args.speaker, default_speakers_dir(args.model_path, args.speakers_dir))
+    check_bindable(server_config.host, server_config.port, "--host", "--port")
+    return config, server_config
 
 
 def run(args: argparse.Namespace) -> int:
+    config, server_config = check_args(args)
+
     import torch
 
     from ..pipeline import StepAudio
-    from .config import RealtimeConfig
-    from .server import RealtimeServer, ServerConfig
+    from .server import RealtimeServer
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -62,30 +141,22 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.max_speech_seconds is not None:
         pipeline.decoder.max_speech_seconds = args.max_speech_seconds
-    config = RealtimeConfig(
-        speaker=args.speaker,
-        pause_ms=args.pause_ms,
-        end_of_turn_ms=args.end_of_turn_ms,
-        speculative=not args.no_speculation,
-        max_new_tokens=args.max_new_tokens,
-        context_token_budget=args.context_tokens,
-    )
-    server_config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_message_bytes=args.max_message_bytes,
-        idle_timeout_s=args.idle_timeout,
-        max_sessions=args.max_sessions,
-        workers=args.workers,
-    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
             "serving on %s: the realtime server has no authentication; anyone who reaches it can talk", args.host
         )
     server = RealtimeServer(pipeline, config, server_config)
-    print(f"open http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+
+    async def serve() -> None:
+        await server.start()  # binds first: the address is printed only once it is listened on
+        print(f"open http://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
+        try:
+            await asyncio.Future()
+        finally:
+            await server.stop()
+
     try:
-        asyncio.run(server.serve_forever())
+        asyncio.run(serve())
     except KeyboardInterrupt:
         pass
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RealtimeConfigError
+from ..errors import InvalidArgumentError, RealtimeConfigError
 from ..llm.prompts import DEFAULT_VOICE_SYSTEM_PROMPT
+from ..validation import check_float, check_int, check_safe_name, check_text
 
 __all__ = ["RealtimeConfig", "SAMPLE_RATE", "FRAME_SAMPLES"]
 
@@ -14,6 +15,8 @@ __all__ = ["RealtimeConfig", "SAMPLE_RATE", "FRAME_SAMPLES"]
 SAMPLE_RATE = 16000
 #: Samples per VAD frame (silero-vad takes exactly 512 samples at 16 kHz: 32 ms).
 FRAME_SAMPLES = 512
+#: Longest duration setting accepted (one minute of audio).
+MAX_MILLISECONDS = 60_000
 
 
 @dataclass
@@ -70,37 +73,36 @@ class RealtimeConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`RealtimeConfigError` naming the first inconsistent setting."""
-        if not 0.0 < self.vad_threshold <= 1.0:
-            raise RealtimeConfigError(f"vad_threshold must be in (0, 1]; got {self.vad_threshold}")
-        if not 0.0 <= self.vad_negative_threshold <= self.vad_threshold:
-            raise RealtimeConfigError(
-                f"vad_negative_threshold must be in [0, vad_threshold={self.vad_threshold}]; "
-                f"got {self.vad_negative_threshold}"
-            )
-        for name in ("min_speech_ms", "barge_in_ms", "pause_ms", "end_of_turn_ms"):
-            if getattr(self, name) <= 0:
-                raise RealtimeConfigError(
-                    f"{name} must be a positive number of milliseconds; got {getattr(self, name)}"
-                )
-        if self.preroll_ms < 0:
-            raise RealtimeConfigError(f"preroll_ms must be >= 0; got {self.preroll_ms}")
+        """Raise :class:`RealtimeConfigError` (a usage error) naming the first out-of-range or inconsistent setting."""
+        try:
+            check_float(self.vad_threshold, "vad_threshold", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+            check_float(self.vad_negative_threshold, "vad_negative_threshold", minimum=0.0, maximum=self.vad_threshold)
+            for name in ("min_speech_ms", "barge_in_ms", "pause_ms", "end_of_turn_ms"):
+                check_int(getattr(self, name), name, minimum=1, maximum=MAX_MILLISECONDS, hint="milliseconds")
+            check_int(self.preroll_ms, "preroll_ms", minimum=0, maximum=MAX_MILLISECONDS, hint="milliseconds")
+            check_safe_name(self.speaker, "speaker")
+            if self.system_prompt is not None:
+                check_text(self.system_prompt, "system_prompt")
+            check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
+            check_int(self.transcript_max_new_tokens, "transcript_max_new_tokens", minimum=1)
+            check_float(self.temperature, "temperature", minimum=0.0, exclusive_minimum=True)
+            check_float(self.top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+            check_int(self.max_sentence_chars, "max_sentence_chars", minimum=1)
+            check_int(self.context_token_budget, "context_token_budget", minimum=16, hint="tokens of history")
+            check_float(self.tokenizer_right_context_s, "tokenizer_right_context_s", minimum=0, exclusive_minimum=True)
+        except InvalidArgumentError as error:
+            raise RealtimeConfigError(str(error), name=error.name, value=error.value) from None
+        for name in ("speculative", "do_sample", "transcribe_history"):
+            if not isinstance(getattr(self, name), bool):
+                raise RealtimeConfigError(f"{name} must be True or False, got {getattr(self, name)!r}", name=name)
+        if not isinstance(self.chat_kwargs, dict):
+            raise RealtimeConfigError(f"chat_kwargs must be a dict, got {type(self.chat_kwargs).__name__}")
         if self.end_of_turn_ms <= self.pause_ms:
             raise RealtimeConfigError(
                 f"end_of_turn_ms ({self.end_of_turn_ms}) must be longer than pause_ms ({self.pause_ms}): "
-                "a turn pauses before it ends"
-            )
-        if self.max_new_tokens < 1 or self.transcript_max_new_tokens < 1:
-            raise RealtimeConfigError("max_new_tokens and transcript_max_new_tokens must be at least 1")
-        if self.max_sentence_chars < 1:
-            raise RealtimeConfigError(f"max_sentence_chars must be at least 1; got {self.max_sentence_chars}")
-        if self.context_token_budget < 16:
-            raise RealtimeConfigError(
-                f"context_token_budget must be at least 16 tokens; got {self.context_token_budget}"
-            )
-        if self.tokenizer_right_context_s <= 0:
-            raise RealtimeConfigError(
-                f"tokenizer_right_context_s must be positive; got {self.tokenizer_right_context_s}"
+                "a turn pauses before it ends",
+                name="end_of_turn_ms",
+                value=self.end_of_turn_ms,
             )
 
     @staticmethod

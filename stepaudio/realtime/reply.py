@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..tts.text import has_speakable_text
 from ..tts.tts import SAMPLE_RATE as TTS_SAMPLE_RATE
 from .config import RealtimeConfig
 from .events import AudioChunk, ErrorEvent, RealtimeEvent, ReplyTextDelta
@@ -184,6 +185,8 @@ class ReplyJob:
         spoken = SpokenSegment(text=text)
         with self.lock:
             self.segments.append(spoken)
+        if not has_speakable_text(text):  # only punctuation or emoji: part of the reply's text, but not spoken
+            return
         chunks = self.tts.stream(text, self.config.speaker)
         try:
             for chunk in chunks:

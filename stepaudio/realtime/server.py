@@ -22,8 +22,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..errors import AudioInputError, RealtimeConfigError, RealtimeProtocolError
+from ..errors import AudioInputError, InvalidArgumentError, RealtimeConfigError, RealtimeProtocolError
 from ..tts.tts import SAMPLE_RATE as OUTPUT_SAMPLE_RATE
+from ..validation import check_float, check_int
 from .config import SAMPLE_RATE, RealtimeConfig
 from .context import Transcriber
 from .events import AudioChunk, ErrorEvent, RealtimeEvent
@@ -62,13 +63,60 @@ class ServerConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_message_bytes < 1024:
-            raise RealtimeConfigError(f"max_message_bytes must be at least 1024; got {self.max_message_bytes}")
-        if self.idle_timeout_s <= 0 or self.max_sessions < 1 or self.workers < 1:
+        try:
+            if not isinstance(self.host, str) or not self.host.strip():
+                raise InvalidArgumentError(
+                    f"host must be an interface name or address such as 127.0.0.1, got {self.host!r}", name="host"
+                )
+            check_int(self.port, "port", minimum=0, maximum=65535, hint="0 picks a free port")
+            check_int(self.max_message_bytes, "max_message_bytes", minimum=1024, maximum=64 * 1024 * 1024)
+            check_float(self.idle_timeout_s, "idle_timeout_s", minimum=0, exclusive_minimum=True)
+            check_int(self.max_sessions, "max_sessions", minimum=1, maximum=10_000)
+            check_int(self.workers, "workers", minimum=1, maximum=256)
+        except InvalidArgumentError as error:
+            raise RealtimeConfigError(str(error), name=error.name, value=error.value) from None
+
+
+def check_bindable(host: str, port: int, host_option: str = "host", port_option: str = "port") -> None:
+    """Refuse, before anything is loaded, an address the server could not listen on.
+
+    Binds a throw-away socket the way the server will (``SO_REUSEADDR``), so a port another program
+    listens on, a privileged port, or an address that is not this machine's is reported up front.
+
+    Raises:
+        RealtimeConfigError: naming the host or port, why it cannot be used and what to pass instead.
+    """
+    import errno
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise RealtimeConfigError(
+            f"{host_option} {host!r} cannot be resolved ({error}); pass an address such as 127.0.0.1 or 0.0.0.0",
+            name=host_option,
+            value=host,
+        ) from None
+    family, kind, protocol, _, address = addresses[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                reason = "is already in use by another program; pick another with"
+            elif error.errno == errno.EACCES:
+                reason = "needs administrator rights (ports below 1024); pick one above 1024 with"
+            else:
+                raise RealtimeConfigError(
+                    f"{host_option} {host!r} cannot be listened on ({error.strerror}); pass an address of this "
+                    "machine such as 127.0.0.1 or 0.0.0.0",
+                    name=host_option,
+                    value=host,
+                ) from None
             raise RealtimeConfigError(
-                "idle_timeout_s must be positive and max_sessions, workers at least 1; got "
-                f"{self.idle_timeout_s}, {self.max_sessions}, {self.workers}"
-            )
+                f"{port_option} {port} on {host} {reason} {port_option}", name=port_option, value=port
+            ) from None
 
 
 def _error_json(code: str, message: str) -> str:

@@ -1,15 +1,18 @@
 """``python -m stepaudio.testing OUT_DIR``: write tiny official-layout checkpoint folders."""
 
-import argparse
 import sys
 
-from .cli import add_arguments, run
+from ..cli import run_cli
+from ..cli_options import StepAudioArgumentParser, add_version_option
+from .cli import DESCRIPTION, add_arguments, run
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m stepaudio.testing", description=__doc__)
+    parser = StepAudioArgumentParser(prog="python -m stepaudio.testing", description=DESCRIPTION)
+    add_version_option(parser)
     add_arguments(parser)
-    return run(parser.parse_args())
+    parser.set_defaults(func=run)
+    return run_cli(parser)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..cli_options import MAX_SEED, add_common_options
+from ..validation import check_int, check_output_dir
+
+DESCRIPTION = (
+    "Write tiny random Step-Audio checkpoint folders, named and laid out like the official ones. "
+    "Their weights are random: text comes out as gibberish and audio as noise."
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``make-fixtures`` sub-command."""
     parser = subparsers.add_parser(
         "make-fixtures",
         help="write tiny random checkpoint folders in the official layout (for trying things out)",
-        description="Write tiny random Step-Audio checkpoint folders, named and laid out like the official ones. "
-        "Their weights are random: text comes out as gibberish and audio as noise.",
+        description=DESCRIPTION,
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
@@ -21,9 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="folder to create the checkpoint folders in")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    add_common_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out_dir, "OUT_DIR")
+    check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED - 1)
+
     from . import build_tiny_checkpoints
 
     start = time.perf_counter()

@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from ..errors import StepAudioError
+from ..cli_options import add_common_options, check_audio_file_option, check_model_folder_options
+from ..errors import InputFileError, StepAudioError
+from ..validation import check_output_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register", "run_tokenize"]
+__all__ = ["LONG_FILE_SECONDS", "register", "run_tokenize"]
+
+#: Files at least this long get a progress bar of their own (besides the bar over files).
+LONG_FILE_SECONDS = 30.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,41 +30,82 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '{"path": ..., "tokens": "<audio_N>...", "num_tokens": N}. No silence trimming, energy '
         "normalisation on (as the chat model's audio input).",
     )
-    parser.add_argument("--model-path", required=True, type=Path, help="the Step-Audio-Tokenizer folder")
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (wav, flac, mp3, ogg)")
-    parser.add_argument("--output", "-o", type=Path, default=None, help="write json lines here instead of stdout")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--model-path",
+        required=True,
+        help="the folder holding Step-Audio-Tokenizer (as for the other commands), or that folder itself",
+    )
+    parser.add_argument("--tokenizer-path", default=None, help="Step-Audio-Tokenizer folder (default: in MODEL_PATH)")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg)")
+    parser.add_argument("--output", "-o", default=None, help="write json lines to this file instead of stdout")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     parser.add_argument("--trim", action="store_true", help="trim leading/trailing silence (as for TTS prompts)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_common_options(parser)
     parser.set_defaults(func=run_tokenize)
 
 
+def check_args(args: argparse.Namespace) -> list[float]:
+    """Every option and file, checked before the tokenizer loads; returns the files' durations in seconds."""
+    from ..audio import audio_duration
+    from ..device import resolve_device
+
+    check_model_folder_options(args, needs=("Step-Audio-Tokenizer",))
+    resolve_device(args.device, name="--device")
+    if args.output is not None:
+        output = Path(args.output)
+        if output.is_dir():
+            raise InputFileError(f"--output {output} is a folder; pass a file name such as tokens.jsonl", path=output)
+        check_output_dir(output.parent if str(output.parent) else ".", "--output's folder")
+    return [audio_duration(check_audio_file_option(path, "FILE")) for path in args.files]
+
+
 def run_tokenize(args: argparse.Namespace) -> int:
-    """Tokenize ``args.files``; returns 0 when every file was tokenized, 1 when some failed, 2 on load failure."""
+    """Tokenize ``args.files``; returns 0 when every file was tokenized and 1 when some failed.
+
+    With ``--output``, the lines go to a temporary file renamed into place at the end, and only when
+    at least one file was tokenized: a failed run leaves no output file.
+    """
+    durations = check_args(args)
+
     from tqdm import tqdm
 
     from .interleave import ids_to_string
     from .tokenizer import StepAudioTokenizer
 
-    try:
-        tokenizer = StepAudioTokenizer(args.model_path, device=args.device)
-    except StepAudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    tokenizer = StepAudioTokenizer(args.tokenizer_path or args.model_path, device=args.device)
+    records: list[str] = []
     failures = 0
+    temporary = None
+    out = sys.stdout
+    if args.output is not None:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        out = open(temporary, "w", encoding="utf-8")
     try:
-        for path in tqdm(args.files, desc="tokenize", unit="file", disable=args.no_progress, file=sys.stderr):
+        files = tqdm(args.files, desc="tokenize", unit="file", disable=args.no_progress, file=sys.stderr)
+        for path, seconds in zip(files, durations, strict=True):
             try:
-                ids, _, _ = tokenizer.wav2token(path, enable_trim=args.trim, energy_norm=True)
+                long_file = seconds >= LONG_FILE_SECONDS and not args.no_progress
+                ids, _, _ = tokenizer.wav2token(path, enable_trim=args.trim, energy_norm=True, progress=long_file)
             except StepAudioError as err:
                 failures += 1
-                print(f"error: {path}: {err}", file=sys.stderr)
+                print(f"stepaudio tokenize: error: {path}: {' '.join(str(err).split())}", file=sys.stderr)
                 continue
-            record = {"path": str(path), "tokens": ids_to_string(ids), "num_tokens": len(ids)}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            record = json.dumps(
+                {"path": str(path), "tokens": ids_to_string(ids), "num_tokens": len(ids)}, ensure_ascii=False
+            )
+            records.append(record)
+            out.write(record + "\n")
             out.flush()
     finally:
-        if out is not sys.stdout:
+        if temporary is not None:
             out.close()
+            if records:
+                os.replace(temporary, args.output)
+            else:
+                temporary.unlink(missing_ok=True)
+    if failures:
+        logger.warning("%d of %d file(s) could not be tokenized", failures, len(args.files))
     return 1 if failures else 0

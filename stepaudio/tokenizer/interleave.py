@@ -11,6 +11,7 @@ Interleaving: ``g = min(len(vq06) // 3, len(vq02) // 2)`` groups; group ``k`` is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from ..errors import AudioTokenError
@@ -23,6 +24,9 @@ __all__ = [
     "SEMANTIC_CODEBOOK_SIZE",
     "GROUP_LINGUISTIC",
     "GROUP_SEMANTIC",
+    "AUDIO_TOKENS_PER_SECOND",
+    "GROUP_SECONDS",
+    "max_audio_tokens",
     "interleave",
     "deinterleave",
     "ids_to_string",
@@ -35,6 +39,18 @@ SEMANTIC_CODEBOOK_SIZE = NUM_SEMANTIC_CODES
 GROUP_LINGUISTIC = 2
 GROUP_SEMANTIC = 3
 _SEMANTIC_ID_OFFSET = AUDIO_ID_OFFSET + LINGUISTIC_CODEBOOK_SIZE
+#: Audio covered by one 2+3 group: two vq02 codes at 16.67 Hz = three vq06 codes at 25 Hz = 0.12 s.
+GROUP_SECONDS = 0.12
+#: Interleaved audio tokens per second of audio (5 per 0.12 s group).
+AUDIO_TOKENS_PER_SECOND = (GROUP_LINGUISTIC + GROUP_SEMANTIC) / GROUP_SECONDS
+
+
+def max_audio_tokens(seconds: float) -> int:
+    """Upper bound on the interleaved tokens of ``seconds`` of audio (whole 2+3 groups; trimming only lowers it).
+
+    Lets callers refuse audio that cannot fit a model's context from its duration alone, before tokenizing.
+    """
+    return (GROUP_LINGUISTIC + GROUP_SEMANTIC) * math.floor(seconds / GROUP_SECONDS + 1e-9)
 
 
 def _check_codes(codes: Sequence[int], size: int, name: str) -> None:

@@ -21,6 +21,7 @@ run to run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +111,17 @@ class LinguisticTokenizer:
         return self.nearest_centroids(self.encode_stride_frames(state, samples, final))
 
     # ------------------------------------------------------------------------------------------ offline
-    def encode(self, audio: np.ndarray) -> list[int]:
-        """vq02 codes of one whole 16 kHz clip (one ``cdist`` over all frames, as the original)."""
+    def encode(self, audio: np.ndarray, on_progress: Callable[[int], object] | None = None) -> list[int]:
+        """vq02 codes of one whole 16 kHz clip (one ``cdist`` over all frames, as the original).
+
+        ``on_progress(samples)`` is called after each stride with the number of samples it covered.
+        """
         state = self.new_state()
-        frames = [self.encode_stride_frames(state, piece, final) for piece, final in pcm_strides(audio, STRIDE_SAMPLES)]
+        frames = []
+        for piece, final in pcm_strides(audio, STRIDE_SAMPLES):
+            frames.append(self.encode_stride_frames(state, piece, final))
+            if on_progress is not None:
+                on_progress(len(piece))
         return self.nearest_centroids(torch.cat(frames)) if frames else []
 
     @torch.inference_mode()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +87,8 @@ class SemanticTokenizer:
             self.session = onnxruntime.InferenceSession(str(onnx_path), sess_options=options, providers=self.providers)
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             raise CheckpointError(
-                f"onnxruntime cannot load {onnx_path} ({err}); the file is corrupt or incomplete. "
-                "Re-download speech_tokenizer_v1.onnx of Step-Audio-Tokenizer",
+                f"onnxruntime cannot load {onnx_path} ({' '.join(str(err).split())}); the file is corrupt or "
+                "incomplete. Re-download speech_tokenizer_v1.onnx of Step-Audio-Tokenizer",
                 folder=folder,
                 file=onnx_path,
             ) from err
@@ -116,12 +117,17 @@ class SemanticTokenizer:
         log_spec = log10_mel(audio)
         return self.encode_mel(normalize_log_mel(log_spec, log_spec.max()).numpy())
 
-    def encode(self, audio: np.ndarray) -> list[int]:
-        """Offline vq06 codes of 16 kHz mono audio (30 s windows, tiny trailing window dropped)."""
+    def encode(self, audio: np.ndarray, on_progress: Callable[[int], object] | None = None) -> list[int]:
+        """Offline vq06 codes of 16 kHz mono audio (30 s windows, tiny trailing window dropped).
+
+        ``on_progress(samples)`` is called after each window with the number of samples it covered.
+        """
         codes: list[int] = []
         for start in range(0, len(audio), WINDOW_SAMPLES):
             window = audio[start : start + WINDOW_SAMPLES]
             if len(window) < MIN_WINDOW_SAMPLES:
+                if on_progress is not None:
+                    on_progress(len(window))
                 continue
             window_codes = self.encode_window(window)
             expected = semantic_code_count(len(window))
@@ -131,6 +137,8 @@ class SemanticTokenizer:
                     f"expected {expected} (two stride-2 convolutions over {len(window) // HOP_LENGTH} mel frames)"
                 )
             codes.extend(int(c) for c in window_codes)
+            if on_progress is not None:
+                on_progress(len(window))
         return codes
 
 

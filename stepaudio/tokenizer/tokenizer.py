@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,8 @@ import torch
 from ..audio import as_waveform, check_finite, load_audio, resample, to_mono, trim_silence
 from ..audio import energy_norm as normalize_energy
 from ..device import resolve_device
-from ..errors import AudioInputError
+from ..errors import AudioInputError, InvalidArgumentError
+from ..validation import check_float, check_int, describe_value
 from .interleave import ids_to_string, interleave
 from .layout import locate_tokenizer_files
 from .linguistic import LinguisticStream, LinguisticTokenizer
@@ -27,6 +31,22 @@ SAMPLE_RATE = 16000
 MIN_DURATION_S = 0.1
 
 AudioInput = "np.ndarray | torch.Tensor | str | Path"
+
+_PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]"
+
+
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        detail = f"must be True or False, got {describe_value(value)}"
+        raise InvalidArgumentError(f"{name} {detail}", name=name, value=value, requirement=detail)
+    return bool(value)
+
+
+def _check_sr(sr: object, name: str = "sr") -> int | None:
+    """``None`` (files carry their rate) or a positive whole number of Hz; bools and floats are refused."""
+    if sr is None:
+        return None
+    return check_int(sr, name, minimum=1, hint="the sample rate of array audio in Hz, e.g. 16000")
 
 
 class StepAudioTokenizer:
@@ -47,15 +67,18 @@ class StepAudioTokenizer:
     a failed recording; streams accept silent chunks).
 
     Args:
-        path: the ``Step-Audio-Tokenizer`` folder.
+        path: the ``Step-Audio-Tokenizer`` folder, or a folder that contains it under that name.
         device: torch device for the Paraformer and the centroid search (``None``: CUDA if available,
             else CPU).  onnxruntime uses its CUDA provider when the device is CUDA and the provider is
             installed, else CPU; the choice is made once here and logged once.
     """
 
     def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
-        self.files = locate_tokenizer_files(path)
+        if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+            detail = f"must be the path of the Step-Audio-Tokenizer folder, got {describe_value(path)}"
+            raise InvalidArgumentError(f"path {detail}", name="path", value=path, requirement=detail)
         self.device = resolve_device(device)
+        self.files = locate_tokenizer_files(path)  # the layout is checked before anything is loaded
         self.linguistic = LinguisticTokenizer(
             self.files.paraformer_folder, self.files.linguistic_centroids, self.device, self.files.folder
         )
@@ -84,7 +107,7 @@ class StepAudioTokenizer:
                     "the sample rate is required for array/tensor audio: call tok(wav, sr) or tok.wav2token(wav, sr)"
                 )
             waveform, what = as_waveform(wav), f"audio array of shape {tuple(np.shape(wav))}"
-        if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise AudioInputError(f"sample rate must be a positive integer number of Hz; got {sr!r}")
         if waveform.size == 0:
             raise AudioInputError(f"{what} is empty; nothing to tokenize")
@@ -95,6 +118,9 @@ class StepAudioTokenizer:
         self, wav: object, sr: int | None = None, enable_trim: bool = True, normalize: bool = True
     ) -> np.ndarray:
         """Upstream pre-processing: mono, 16 kHz (torchaudio-equal resampler), energy normalisation, optional trim."""
+        sr = _check_sr(sr)
+        enable_trim = _check_flag(enable_trim, "enable_trim")
+        normalize = _check_flag(normalize, "normalize")
         mono, sr, what = self._read(wav, sr)
         if mono.shape[0] < MIN_DURATION_S * sr:
             raise AudioInputError(
@@ -114,25 +140,46 @@ class StepAudioTokenizer:
 
     # ---------------------------------------------------------------------------------------- offline
     def wav2token(
-        self, wav: object, sr: int | None = None, enable_trim: bool = True, energy_norm: bool = True
+        self,
+        wav: object,
+        sr: int | None = None,
+        enable_trim: bool = True,
+        energy_norm: bool = True,
+        progress: bool = False,
     ) -> tuple[list[int], list[int], list[int]]:
         """Tokenize one clip (upstream's ``wav2token``).
 
         Args:
             wav: audio (see the class docstring); a file path when ``sr`` is omitted.
-            sr: sample rate of array/tensor audio.
+            sr: sample rate of array/tensor audio (a positive whole number of Hz).
             enable_trim: trim leading/trailing silence (upstream: on for TTS prompts, off for chat input).
             energy_norm: scale to peak 0.999 (upstream default on).
+            progress: show tqdm bars on stderr over the vq02 strides and the vq06 windows of the clip
+                (seconds of audio done; the bars vanish when done).  The result is the same either way.
 
         Returns:
             ``(interleaved LLM ids (65536 + N), vq02 codes 0..1023, vq06 codes 0..4095)``.
-        """
-        audio = self.preprocess_wav(wav, sr, enable_trim=enable_trim, normalize=energy_norm)
-        return self._tokenize_16k(audio)
 
-    def _tokenize_16k(self, audio: np.ndarray) -> tuple[list[int], list[int], list[int]]:
-        vq02 = self.linguistic.encode(audio)
-        vq06 = self.semantic.encode(audio)
+        Raises:
+            InvalidArgumentError: ``sr`` not a positive whole number, a flag that is not a bool.
+            AudioInputError: unreadable, empty, too short, silent or non-finite audio.
+        """
+        sr = _check_sr(sr)
+        enable_trim = _check_flag(enable_trim, "enable_trim")
+        energy_norm = _check_flag(energy_norm, "energy_norm")
+        progress = _check_flag(progress, "progress")
+        audio = self.preprocess_wav(wav, sr, enable_trim=enable_trim, normalize=energy_norm)
+        return self._tokenize_16k(audio, progress)
+
+    def _tokenize_16k(self, audio: np.ndarray, progress: bool = False) -> tuple[list[int], list[int], list[int]]:
+        if not progress:
+            vq02 = self.linguistic.encode(audio)
+            vq06 = self.semantic.encode(audio)
+            return interleave(vq02, vq06), vq02, vq06
+        with _progress_bar(audio, "vq02 (linguistic)") as advance:
+            vq02 = self.linguistic.encode(audio, on_progress=advance)
+        with _progress_bar(audio, "vq06 (semantic)") as advance:
+            vq06 = self.semantic.encode(audio, on_progress=advance)
         return interleave(vq02, vq06), vq02, vq06
 
     def __call__(self, wav: object, sr: int | None = None) -> str:
@@ -159,20 +206,35 @@ class StepAudioTokenizer:
             progress: show a tqdm progress bar over the clips (while they are read and checked).
             batch_size: clips encoded together by the vq02 encoder (>= 1).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        check_int(
+            batch_size, "batch_size", minimum=1, hint="it is how many clips the vq02 encoder runs at once (e.g. 8)"
+        )
+        sr = _check_sr(sr)
+        enable_trim = _check_flag(enable_trim, "enable_trim")
+        energy_norm = _check_flag(energy_norm, "energy_norm")
+        progress = _check_flag(progress, "progress")
+        if isinstance(wavs, (str, bytes, Path)) or hasattr(wavs, "shape") or not isinstance(wavs, Iterable):
+            detail = (
+                "must be a list of clips (paths, arrays with sr, or (array, sr) pairs), "
+                f"got {describe_value(wavs)}; use wav2token for one clip"
+            )
+            raise InvalidArgumentError(f"wavs {detail}", name="wavs", value=wavs, requirement=detail)
         items: Sequence[object] = list(wavs)
         if progress:
             from tqdm import tqdm
 
             items = tqdm(items, desc="tokenize", unit="clip")
         clips = []
-        for item in items:
+        for index, item in enumerate(items):
             if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], (int, float)):
                 clip, clip_sr = item
+                clip_sr = _check_sr(clip_sr, f"the sample rate of clip {index}")
             else:
                 clip, clip_sr = item, sr
-            clips.append(self.preprocess_wav(clip, clip_sr, enable_trim=enable_trim, normalize=energy_norm))
+            try:
+                clips.append(self.preprocess_wav(clip, clip_sr, enable_trim=enable_trim, normalize=energy_norm))
+            except AudioInputError as error:
+                raise AudioInputError(f"clip {index}: {error}") from None
         results = []
         for start in range(0, len(clips), batch_size):
             group = clips[start : start + batch_size]
@@ -206,11 +268,29 @@ class StepAudioTokenizer:
             semantic_left_context_s / semantic_right_context_s: audio re-encoded before / required after
                 a vq06 code before it is emitted (latency is about the right context).
         """
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise AudioInputError(f"stream sample_rate must be a positive integer number of Hz; got {sample_rate!r}")
+        if peak is not None:
+            check_float(peak, "peak", minimum=0, hint="the peak of the 16 kHz audio, or None to not normalise")
+        check_float(semantic_left_context_s, "semantic_left_context_s", minimum=0)
+        check_float(semantic_right_context_s, "semantic_right_context_s", minimum=0)
         return TokenizerStream(
             sample_rate=int(sample_rate),
             linguistic=LinguisticStream(self.linguistic),
             semantic=SemanticStream(self.semantic, semantic_left_context_s, semantic_right_context_s),
             gain=None if peak is None else 0.999 / max(float(peak), 0.01),
         )
+
+
+@contextmanager
+def _progress_bar(audio: np.ndarray, desc: str) -> Iterator[Callable[[int], object]]:
+    """A tqdm bar in seconds of 16 kHz audio, on stderr, gone when done; yields ``advance(samples)``."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(audio) / SAMPLE_RATE, desc=desc, unit="s", leave=False, file=sys.stderr, bar_format=_PROGRESS_FORMAT
+    )
+    try:
+        yield lambda samples: bar.update(samples / SAMPLE_RATE)
+    finally:
+        bar.close()

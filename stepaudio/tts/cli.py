@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
-from ..cli_options import add_model_folder_options, add_speech_options, default_speakers_dir
+from ..cli_options import (
+    add_common_options,
+    add_model_folder_options,
+    add_speech_options,
+    check_audio_file_option,
+    check_model_folder_options,
+    check_registered_speaker,
+    check_speech_options,
+    default_speakers_dir,
+)
+from ..errors import InvalidArgumentError, PromptError
+from ..validation import check_output_dir, check_safe_name, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -20,54 +30,112 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tts",
         help="text to speech with Step-Audio-TTS-3B (a registered speaker, or --synthesis-type clone)",
-        description="Synthesise speech. --model-path is the folder holding Step-Audio-TTS-3B/ and "
-        "Step-Audio-Tokenizer/ (or pass --tts-path / --tokenizer-path). Start the text with a tag such as "
-        "(高兴1), (四川话), (RAP) or (哼唱) to choose emotion, dialect or style.",
+        description=DESCRIPTION,
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
+
+
+DESCRIPTION = (
+    "Synthesise speech and write OUTPUT_PATH/SPEAKER_TYPE.wav. --model-path is the folder holding "
+    "Step-Audio-TTS-3B/ and Step-Audio-Tokenizer/ (or pass --tts-path / --tokenizer-path). Start the text with a "
+    "tag such as (高兴1), (四川话), (RAP) or (哼唱) to choose emotion, dialect or style."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_folder_options(
         parser, "folder containing Step-Audio-TTS-3B and Step-Audio-Tokenizer (and speakers/)", with_llm=False
     )
-    parser.add_argument("--output-path", required=True, help="folder to write the wav files to")
+    parser.add_argument("--output-path", required=True, help="folder to write the wav file to (created if needed)")
     parser.add_argument("--synthesis-type", choices=["tts", "clone"], default="tts")
     parser.add_argument("--text", default=DEFAULT_TTS_TEXT, help="text to speak (may start with a (tag))")
-    parser.add_argument("--speaker", default="Tingting", help="registered speaker id (tts) or a name for the clone")
-    parser.add_argument("--prompt-wav", default=None, help="voice prompt clip to clone (clone)")
-    parser.add_argument("--prompt-text", default=None, help="transcript of --prompt-wav (clone)")
-    parser.add_argument("--speed", type=float, default=1.0, help="tempo factor, pitch kept (default 1.0)")
-    parser.add_argument("--volume", type=float, default=1.0, help="volume factor (default 1.0)")
+    parser.add_argument(
+        "--speaker",
+        default="Tingting",
+        help="registered speaker id (tts) or a name for the cloned voice (clone); it names the output file",
+    )
+    parser.add_argument("--prompt-wav", default=None, help="voice prompt clip to clone (clone only)")
+    parser.add_argument("--prompt-text", default=None, help="transcript of --prompt-wav (clone only)")
+    parser.add_argument("--speed", type=float, default=1.0, help="tempo factor 0.25-4, pitch kept (default 1.0)")
+    parser.add_argument("--volume", type=float, default=1.0, help="volume factor 0-10 (default 1.0)")
+    parser.add_argument(
+        "--allow-unknown-tags",
+        action="store_true",
+        help="pass a leading (tag) the model was not trained on to it anyway, as the original does",
+    )
     parser.add_argument("--stream", action="store_true", help="generate with the streaming path, printing chunk times")
     add_speech_options(parser)
+    add_common_options(parser)
+
+
+def output_file(args: argparse.Namespace) -> Path:
+    """``OUTPUT_PATH/SPEAKER_TYPE.wav``; the speaker name was checked to be a plain file-name part."""
+    return Path(args.output_path) / f"{args.speaker}_{args.synthesis_type}.wav"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every option, checked before anything is loaded (raises a UsageError naming the option)."""
+    from .postprocess import check_speed_ratio, check_volume_ratio
+    from .text import check_tts_text
+
+    check_model_folder_options(args, needs=("Step-Audio-TTS-3B", "Step-Audio-Tokenizer"))
+    check_speech_options(args)
+    check_output_dir(args.output_path, "--output-path")
+    try:
+        check_tts_text(args.text, name="--text", allow_unknown_tags=args.allow_unknown_tags)
+    except PromptError as error:  # found on the command line, before any work: a usage error
+        message = str(error).replace("(allow_unknown_tags=True)", "(--allow-unknown-tags)")
+        raise InvalidArgumentError(f"--text: {message}", name="--text", value=args.text) from None
+    check_safe_name(args.speaker, "--speaker", hint="it names the output file SPEAKER_TYPE.wav")
+    check_speed_ratio(args.speed, "--speed")
+    check_volume_ratio(args.volume, "--volume")
+    if args.synthesis_type == "clone":
+        if not args.prompt_wav or args.prompt_text is None:
+            raise InvalidArgumentError(
+                "--synthesis-type clone needs --prompt-wav CLIP (3-10 s of the voice) and --prompt-text TRANSCRIPT "
+                "(what is said in it)",
+                name="--synthesis-type",
+                value="clone",
+            )
+        check_audio_file_option(args.prompt_wav, "--prompt-wav")
+        check_text(args.prompt_text, "--prompt-text")
+    else:
+        given = [option for option in ("prompt_wav", "prompt_text") if getattr(args, option) is not None]
+        if given:
+            options = " and ".join("--" + option.replace("_", "-") for option in given)
+            raise InvalidArgumentError(
+                f"{options} only apply to --synthesis-type clone; add --synthesis-type clone to clone that voice, "
+                f"or drop {options} to speak with the registered speaker {args.speaker!r}",
+                name="--synthesis-type",
+                value=args.synthesis_type,
+            )
+        check_registered_speaker(args.speaker, default_speakers_dir(args.model_path, args.speakers_dir))
 
 
 def run(args: argparse.Namespace) -> int:
-    import soundfile
+    check_args(args)
+
     import torch
 
+    from ..audio import write_audio
     from ..tokenizer import StepAudioTokenizer
-    from .tts import StepAudioTTS
+    from .tts import SAMPLE_RATE, StepAudioTTS
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
     clone_dict = None
     if args.synthesis_type == "clone":
-        if not args.prompt_wav or not args.prompt_text:
-            print("error: --synthesis-type clone needs --prompt-wav and --prompt-text", file=sys.stderr)
-            return 2
         clone_dict = {"speaker": args.speaker, "prompt_text": args.prompt_text, "wav_path": args.prompt_wav}
     model_path = Path(args.model_path)
-    speakers_dir = default_speakers_dir(model_path, args.speakers_dir)
-    tokenizer = StepAudioTokenizer(args.tokenizer_path or model_path / "Step-Audio-Tokenizer", device=args.device)
+    tokenizer = StepAudioTokenizer(args.tokenizer_path or model_path, device=args.device)
     tts = StepAudioTTS(
         args.tts_path or model_path,
         tokenizer,
-        speakers_dir=speakers_dir,
+        speakers_dir=default_speakers_dir(model_path, args.speakers_dir),
         device=args.device,
         max_speech_seconds=args.max_speech_seconds,
+        allow_unknown_tags=args.allow_unknown_tags,
     )
     speaker = None if clone_dict else args.speaker
     start = time.perf_counter()
@@ -76,19 +144,17 @@ def run(args: argparse.Namespace) -> int:
         for chunk in tts.stream(args.text, speaker, clone_dict, speed_ratio=args.speed, volume_ratio=args.volume):
             chunks.append(chunk)
             print(
-                f"chunk {len(chunks)}: {chunk.shape[1] / 22050:.2f} s of audio at {time.perf_counter() - start:.2f} s"
+                f"chunk {len(chunks)}: {chunk.shape[1] / SAMPLE_RATE:.2f} s of audio at "
+                f"{time.perf_counter() - start:.2f} s"
             )
         wav = torch.cat(chunks, dim=1) if chunks else torch.zeros(1, 0)
-        sample_rate = 22050
+        sample_rate = SAMPLE_RATE
     else:
-        wav, sample_rate = tts(args.text, speaker, clone_dict, speed_ratio=args.speed, volume_ratio=args.volume)
-    output = Path(args.output_path)
-    output.mkdir(parents=True, exist_ok=True)
-    name = f"{args.speaker}_{args.synthesis_type}.wav"
-    soundfile.write(output / name, wav[0].numpy(), sample_rate)
+        wav, sample_rate = tts(
+            args.text, speaker, clone_dict, speed_ratio=args.speed, volume_ratio=args.volume, progress=True
+        )
+    path = write_audio(output_file(args), wav[0], sample_rate)
     seconds = wav.shape[1] / sample_rate
     elapsed = time.perf_counter() - start
-    print(
-        f"wrote {output / name}: {seconds:.2f} s of audio in {elapsed:.2f} s (RTF {elapsed / max(seconds, 1e-9):.2f})"
-    )
+    print(f"wrote {path}: {seconds:.2f} s of audio in {elapsed:.2f} s (RTF {elapsed / max(seconds, 1e-9):.2f})")
     return 0

@@ -7,12 +7,43 @@ import logging
 import numpy as np
 import torch
 
+from ..validation import check_float
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["change_speed", "change_volume"]
+__all__ = [
+    "MAX_SPEED_RATIO",
+    "MAX_VOLUME_RATIO",
+    "MIN_SPEED_RATIO",
+    "change_speed",
+    "change_volume",
+    "check_speed_ratio",
+    "check_volume_ratio",
+]
 
 #: Largest absolute sample value after a volume change; louder samples are clipped.
 CLIP_LEVEL = 0.99
+#: Accepted tempo factors (the time stretch degrades audibly beyond them).
+MIN_SPEED_RATIO = 0.25
+MAX_SPEED_RATIO = 4.0
+#: Largest accepted volume factor.
+MAX_VOLUME_RATIO = 10.0
+
+
+def check_speed_ratio(speed_ratio: object, name: str = "speed_ratio") -> float:
+    """A tempo factor from 0.25 to 4.0 (1.0 keeps the tempo); raises InvalidArgumentError otherwise."""
+    return check_float(
+        speed_ratio,
+        name,
+        minimum=MIN_SPEED_RATIO,
+        maximum=MAX_SPEED_RATIO,
+        hint="1.0 keeps the tempo",
+    )
+
+
+def check_volume_ratio(volume_ratio: object, name: str = "volume_ratio") -> float:
+    """A volume factor from 0 to 10 (1.0 keeps the volume); raises InvalidArgumentError otherwise."""
+    return check_float(volume_ratio, name, minimum=0.0, maximum=MAX_VOLUME_RATIO, hint="1.0 keeps the volume")
 
 
 def change_speed(wav: torch.Tensor, sample_rate: int, speed_ratio: float) -> torch.Tensor:
@@ -28,8 +59,7 @@ def change_speed(wav: torch.Tensor, sample_rate: int, speed_ratio: float) -> tor
     Returns:
         ``[channels, round(samples / speed_ratio)]`` float32 waveform.
     """
-    if not 0.25 <= speed_ratio <= 4.0:
-        raise ValueError(f"speed_ratio must be between 0.25 and 4.0, got {speed_ratio}")
+    speed_ratio = check_speed_ratio(speed_ratio)
     if speed_ratio == 1.0:
         return wav
     import pedalboard
@@ -43,8 +73,7 @@ def change_speed(wav: torch.Tensor, sample_rate: int, speed_ratio: float) -> tor
 
 def change_volume(wav: torch.Tensor, volume_ratio: float) -> torch.Tensor:
     """Scale the amplitude by ``volume_ratio`` (0..10), clipping to ±0.99 (logged when it clips)."""
-    if not 0.0 <= volume_ratio <= 10.0:
-        raise ValueError(f"volume_ratio must be between 0 and 10, got {volume_ratio}")
+    volume_ratio = check_volume_ratio(volume_ratio)
     if volume_ratio == 1.0:
         return wav
     scaled = wav * volume_ratio

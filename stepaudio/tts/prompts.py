@@ -35,6 +35,7 @@ from ..errors import PromptError
 from ..llm.text_tokenizer import BOT_ID, EOT_ID
 
 __all__ = [
+    "KNOWN_INSTRUCTIONS",
     "MUSIC_INSTRUCTIONS",
     "SPEECH_DECODER",
     "MUSIC_DECODER",
@@ -62,6 +63,18 @@ def system_prompts() -> dict[str, str]:
     """The TTS-3B training system prompts, byte-exact (keys as in upstream ``tts.py``)."""
     path = Path(__file__).with_name("system_prompts.json")
     return dict(json.loads(path.read_text(encoding="utf-8"))["prompts"])
+
+
+def _listed_instructions() -> tuple[str, ...]:
+    """The tags the system prompt lists (its ``- "高兴1"`` lines), in prompt order."""
+    return tuple(re.findall(r'^- "([^"]+)"$', system_prompts()["sys_prompt_wo_spk"], flags=re.MULTILINE))
+
+
+#: The instruction tags the TTS-3B system prompt lists, in its order: emotion (``高兴1 高兴2 生气1 生气2
+#: 悲伤1 撒娇1``), language or dialect (``中文 英文 韩语 日语 四川话 粤语 广东话``), music (``RAP 哼唱``)
+#: and speed (``慢速1 慢速2 快速1 快速2``).
+#: Parsed from the prompt itself, so the list and the model's prompt cannot drift apart.
+KNOWN_INSTRUCTIONS: tuple[str, ...] = _listed_instructions()
 
 
 def leading_instruction(text: str) -> str | None:

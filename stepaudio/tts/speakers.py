@@ -27,11 +27,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointConfigError, PromptError
+from ..errors import CheckpointConfigError, InvalidArgumentError, PromptError
+from ..validation import MAX_NAME_LENGTH, check_input_file, check_safe_name, check_text, describe_value
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CLONE_HINT",
     "SPEAKERS_INFO_FILE",
     "SpeakerRegistry",
     "VoicePrompt",
@@ -39,6 +41,7 @@ __all__ = [
     "default_cache_dir",
     "file_fingerprint",
     "read_speakers_info",
+    "unknown_speaker_message",
 ]
 
 SPEAKERS_INFO_FILE = "speakers_info.json"
@@ -97,7 +100,8 @@ def read_speakers_info(folder: str | Path) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: the folder or its ``speakers_info.json`` is missing.
-        CheckpointConfigError: the file is not a JSON object of strings.
+        CheckpointConfigError: the file is not a JSON object of strings, a speaker id cannot be part of a
+            file name (``{id}_prompt.wav``: letters, digits, ``_``, ``-``, ``.``), or a transcript is empty.
     """
     folder = Path(folder)
     info_path = folder / SPEAKERS_INFO_FILE
@@ -116,6 +120,26 @@ def read_speakers_info(folder: str | Path) -> dict[str, str]:
             folder=folder,
             file=info_path,
         )
+    for speaker_id, transcript in info.items():
+        try:
+            check_safe_name(speaker_id, "speaker id")
+        except InvalidArgumentError:
+            raise CheckpointConfigError(
+                f"{info_path} lists the speaker id {describe_value(speaker_id)}, which cannot be part of its clip's "
+                f"file name ({{id}}_prompt.wav): use at most {MAX_NAME_LENGTH} letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit, and rename the clip to match",
+                folder=folder,
+                file=info_path,
+            ) from None
+        try:
+            check_text(transcript, "transcript")
+        except InvalidArgumentError as error:
+            raise CheckpointConfigError(
+                f"{info_path}: the transcript of speaker {speaker_id!r} {error.requirement}; write what "
+                f"{speaker_id}_prompt.wav says",
+                folder=folder,
+                file=info_path,
+            ) from None
     return info
 
 
@@ -143,9 +167,7 @@ class VoicePromptCache:
 
     def voice_prompt(self, wav_path: str | Path, prompt_text: str, decoder: str) -> VoicePrompt:
         """Voice prompt of a clip with its transcript, for ``decoder``: from the disk cache or computed."""
-        wav_path = Path(wav_path)
-        if not wav_path.is_file():
-            raise FileNotFoundError(f"voice prompt clip {wav_path} does not exist")
+        wav_path = check_input_file(wav_path, "voice prompt clip", "an audio clip (wav, flac, mp3, ogg)")
         cache_file = self.cache_dir / f"{self.cache_key(wav_path, prompt_text, decoder)}.safetensors"
         if self.use_disk_cache and cache_file.is_file():
             cached = _read_cached_prompt(cache_file)
@@ -163,6 +185,19 @@ class VoicePromptCache:
             digest.update(part.encode("utf-8") + b"\0")
         digest.update(hashlib.sha256(wav_path.read_bytes()).digest())
         return digest.hexdigest()[:32]
+
+
+#: How to clone a voice, worded for both the Python API and the command line.
+CLONE_HINT = "clone a voice from a recording of it (clone_dict in Python, --synthesis-type clone on the command line)"
+
+
+def unknown_speaker_message(speaker_id: str, folder: str | Path, speaker_ids: list[str]) -> str:
+    """The one-line message for a speaker id the speakers folder does not list."""
+    listed = ", ".join(speaker_ids) or "no speakers"
+    return (
+        f"unknown speaker {speaker_id!r}: {Path(folder) / SPEAKERS_INFO_FILE} lists {listed}; register it there "
+        f"with {speaker_id}_prompt.wav, or {CLONE_HINT}"
+    )
 
 
 class SpeakerRegistry:
@@ -189,11 +224,7 @@ class SpeakerRegistry:
     def prompt_wav(self, speaker_id: str) -> Path:
         """Path of a registered speaker's prompt clip (checked to exist)."""
         if speaker_id not in self.transcripts:
-            raise PromptError(
-                f"unknown speaker {speaker_id!r}; {self.folder / SPEAKERS_INFO_FILE} lists "
-                f"{', '.join(self.speaker_ids) or 'no speakers'}. Register it there with a {speaker_id}_prompt.wav, "
-                "or clone a voice with clone_dict={'speaker': ..., 'prompt_text': ..., 'wav_path': ...}"
-            )
+            raise PromptError(unknown_speaker_message(speaker_id, self.folder, self.speaker_ids))
         wav = self.folder / f"{speaker_id}_prompt.wav"
         if not wav.is_file():
             raise FileNotFoundError(
