@@ -113,14 +113,17 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _stream_reply(chat, messages: list[dict], args: argparse.Namespace) -> str:
+    """Print ``assistant: `` and the reply as it is generated; a prompt that cannot be used fails before printing."""
     pieces = []
-    for piece in chat.stream(
+    stream = chat.stream(  # checks the messages and their length (from the audio's duration) right here
         messages,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         do_sample=not args.greedy,
-    ):
+    )
+    sys.stdout.write("assistant: ")
+    for piece in stream:
         pieces.append(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -192,7 +195,6 @@ def run(args: argparse.Namespace) -> int:
             try:  # a bad line is reported and skipped; the conversation goes on
                 check_text(line.strip(), f"line {number} of standard input")
                 messages = history + [{"role": "user", "content": line.strip()}]
-                sys.stdout.write("assistant: ")
                 reply = _stream_reply(chat, messages, args)
             except PromptError as error:  # e.g. the history outgrew the model's context
                 print(f"stepaudio chat: error: {error}", file=sys.stderr)
@@ -219,7 +221,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             content = value
             print(f"user: {value}")
-        sys.stdout.write("assistant: ")
         reply = _stream_reply(chat, system + [{"role": "user", "content": content}], args)
         if tts is not None and output is not None:
             if not has_speakable_text(reply):
