@@ -95,6 +95,31 @@ def test_context_keeps_transcripts_evicts_oldest_turns_and_reports_compression()
     assert messages[1]["content"] == "heard 20 ids" and context.evicted_turns == 2
 
 
+def test_context_keeps_every_prompt_inside_the_chat_models_limit(tiny_chat_dir):
+    """50 long turns with a budget above the model's limit: the exact prompt never exceeds max_seq_len - reply."""
+    from stepaudio import StepAudioChat
+
+    chat = StepAudioChat(tiny_chat_dir, device="cpu")
+    reply_tokens = 256
+    limit = chat.max_seq_len - reply_tokens
+    context = ConversationContext(
+        count_text_tokens=lambda text: len(chat.tokenizer.encode(text)),
+        token_budget=100_000,  # the estimate alone would keep everything
+        system_prompt="适配用户的语言，用简短口语化的文字回答",
+        count_prompt_tokens=lambda messages: len(chat.encode_messages(messages)),
+        max_prompt_tokens=limit,
+    )
+    rng = np.random.default_rng(0)
+    for turn in range(1, 51):
+        current = [65536 + int(code) for code in rng.integers(0, 5120, 200)]
+        messages, tokens = context.messages(current)
+        assert tokens == len(chat.encode_messages(messages)) <= limit, turn
+        assert messages[-1]["content"]["audio_ids"] == current and messages[0]["role"] == "system"
+        context.add_user_turn(turn, current)
+        context.add_assistant_turn(turn, "好的，" * int(rng.integers(5, 60)))
+    assert context.evicted_turns > 50  # the oldest turns went, the conversation did not stop
+
+
 def test_config_refuses_inconsistent_settings():
     with pytest.raises(RealtimeConfigError, match="end_of_turn_ms"):
         RealtimeConfig(pause_ms=600, end_of_turn_ms=600)
@@ -107,6 +132,8 @@ class _NoModels:
     """The session's audio path is checked before any model is used (a reply needs speech)."""
 
     class llm:  # noqa: N801 - attribute shape of StepAudio
+        max_seq_len = 4096
+
         class tokenizer:  # noqa: N801
             @staticmethod
             def encode(text):

@@ -133,6 +133,7 @@ def test_bad_protocol_input_gets_error_events_and_the_connection_survives(pipeli
                 bad_messages = [
                     b"\x01\x02\x03",  # binary garbage: not whole PCM16 samples
                     "this is not json",
+                    "[" * 2000 + "]" * 2000,  # small but deeply nested: refused before json.loads recurses
                     json.dumps([1, 2]),
                     json.dumps({"type": "start", "sample_rate": 44100}),
                     json.dumps({"type": "start", "sample_rate": 16000, "format": "opus"}),
@@ -162,6 +163,7 @@ def test_bad_protocol_input_gets_error_events_and_the_connection_survives(pipeli
     codes, close_code = asyncio.run(scenario())
     assert codes == [
         "bad_audio",
+        "bad_json",
         "bad_json",
         "bad_message",
         "bad_sample_rate",

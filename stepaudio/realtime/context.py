@@ -73,6 +73,11 @@ class ConversationContext:
         transcriber: makes transcripts of past user turns; ``None`` keeps them as audio ids.
         workers: where transcription jobs run.
         on_transcript: called as ``on_transcript(turn, text)`` from the worker thread.
+        count_prompt_tokens: messages -> their exact prompt length (the chat model's ``encode_messages``);
+            with ``max_prompt_tokens``, the prompt is measured after the estimate-based eviction and more
+            old turns are evicted until it fits, so no reply ever fails on the model's length limit.
+        max_prompt_tokens: the longest prompt the chat model takes with room for the reply
+            (``max_seq_len - max_new_tokens``).
     """
 
     def __init__(
@@ -83,9 +88,13 @@ class ConversationContext:
         transcriber: Transcriber | None = None,
         workers: ModelWorkers | None = None,
         on_transcript: Callable[[int, str], None] | None = None,
+        count_prompt_tokens: Callable[[list[dict[str, Any]]], int] | None = None,
+        max_prompt_tokens: int | None = None,
     ) -> None:
         if transcriber is not None and workers is None:
             raise ValueError("a transcriber needs workers to run on")
+        self.count_prompt_tokens = count_prompt_tokens
+        self.max_prompt_tokens = max_prompt_tokens
         self.count_text_tokens = count_text_tokens
         self.token_budget = token_budget
         self.system_prompt = system_prompt
@@ -144,10 +153,11 @@ class ConversationContext:
         return {"role": entry.role, "content": {"type": "audio", "audio_ids": list(entry.audio_ids or ())}}
 
     def messages(self, current_audio_ids: Sequence[int]) -> tuple[list[dict[str, Any]], int]:
-        """Messages for a reply to the current user turn, and their estimated prompt tokens.
+        """Messages for a reply to the current user turn, and their prompt tokens.
 
-        Oldest turns are evicted (for good) while the total exceeds the budget; the system prompt and
-        the current turn always stay.
+        Oldest turns are evicted (for good) while the estimated total exceeds the budget; then, when
+        the exact prompt length can be measured, while it exceeds ``max_prompt_tokens``.  The system
+        prompt and the current turn always stay.
         """
         fixed = len(current_audio_ids) + MESSAGE_OVERHEAD_TOKENS
         if self.system_prompt:
@@ -155,23 +165,39 @@ class ConversationContext:
         with self._lock:
             costs = [self._turn_tokens(entry) for entry in self.turns]
             while self.turns and fixed + sum(costs) > self.token_budget:
-                evicted = self.turns.pop(0)
-                costs.pop(0)
-                self.evicted_turns += 1
-                logger.debug("context budget %d: evicted %s turn %d", self.token_budget, evicted.role, evicted.turn)
-            # A history must not start with an assistant turn: drop one left over by eviction.
-            while self.turns and self.turns[0].role == "assistant":
-                self.turns.pop(0)
-                costs.pop(0)
-                self.evicted_turns += 1
-            history = [self._message(entry) for entry in self.turns]
+                self._evict_oldest(costs)
+            self._drop_leading_assistant(costs)
+            messages = self._assemble(current_audio_ids)
             total = fixed + sum(costs)
+            if self.count_prompt_tokens is not None and self.max_prompt_tokens is not None:
+                total = self.count_prompt_tokens(messages)
+                while self.turns and total > self.max_prompt_tokens:
+                    self._evict_oldest(costs)
+                    self._drop_leading_assistant(costs)
+                    messages = self._assemble(current_audio_ids)
+                    total = self.count_prompt_tokens(messages)
+        return messages, total
+
+    def _evict_oldest(self, costs: list[int]) -> None:
+        evicted = self.turns.pop(0)
+        costs.pop(0)
+        self.evicted_turns += 1
+        logger.debug("context budget %d: evicted %s turn %d", self.token_budget, evicted.role, evicted.turn)
+
+    def _drop_leading_assistant(self, costs: list[int]) -> None:
+        """A history must not start with an assistant turn: drop one left over by eviction."""
+        while self.turns and self.turns[0].role == "assistant":
+            self.turns.pop(0)
+            costs.pop(0)
+            self.evicted_turns += 1
+
+    def _assemble(self, current_audio_ids: Sequence[int]) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         if self.system_prompt:
             messages.append({"role": "system", "content": self.system_prompt})
-        messages.extend(history)
+        messages.extend(self._message(entry) for entry in self.turns)
         messages.append({"role": "user", "content": {"type": "audio", "audio_ids": list(current_audio_ids)}})
-        return messages, total
+        return messages
 
     def compression_ratio(self) -> float | None:
         """Audio tokens replaced per transcript token so far (``None`` before the first transcript)."""

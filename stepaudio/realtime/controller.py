@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RealtimeConfigError
+from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND
 from .config import FRAME_SAMPLES, SAMPLE_RATE, RealtimeConfig
 from .context import ChatTranscriber, ConversationContext, Transcriber
 from .events import (
@@ -53,10 +55,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["TurnController", "SessionCounters", "AUDIO_IDS_PER_SECOND"]
 
-#: Interleaved audio ids per second of audio: one 2 (vq02) + 3 (vq06) group every 0.12 s.
-AUDIO_IDS_PER_SECOND = 5 / 0.12
+#: Interleaved audio ids per second of audio (the tokenizer's constant, re-exported under its old name).
+AUDIO_IDS_PER_SECOND = AUDIO_TOKENS_PER_SECOND
 #: A client's playback report is trusted to keep advancing for at most this long after it arrived.
 PLAYBACK_REPORT_HORIZON_S = 0.25
+#: Fewest prompt tokens the chat model must have room for after the reply budget (a system prompt and a turn).
+MIN_PROMPT_TOKENS = 64
 
 
 @dataclass
@@ -127,9 +131,20 @@ class TurnController:
         self.gate = SpeechGate(config.vad_threshold, config.vad_negative_threshold)
         if transcriber is None and config.transcribe_history:
             transcriber = ChatTranscriber(pipeline.llm, config.transcript_max_new_tokens)
+        max_prompt_tokens = pipeline.llm.max_seq_len - config.max_new_tokens  # the model's limit, reply included
+        if max_prompt_tokens < MIN_PROMPT_TOKENS:
+            raise RealtimeConfigError(
+                f"max_new_tokens {config.max_new_tokens} leaves {max_prompt_tokens} prompt tokens in the chat "
+                f"model's max_seq_len {pipeline.llm.max_seq_len}; at least {MIN_PROMPT_TOKENS} are needed: "
+                "lower max_new_tokens",
+                name="max_new_tokens",
+                value=config.max_new_tokens,
+            )
         self.context = ConversationContext(
             count_text_tokens=lambda text: len(pipeline.llm.tokenizer.encode(text)),
-            token_budget=config.context_token_budget,
+            token_budget=min(config.context_token_budget, max_prompt_tokens),
+            count_prompt_tokens=lambda messages: len(pipeline.llm.encode_messages(messages)),
+            max_prompt_tokens=max_prompt_tokens,
             system_prompt=config.system_prompt,
             transcriber=transcriber if config.transcribe_history else None,
             workers=workers,

@@ -123,8 +123,40 @@ def _error_json(code: str, message: str) -> str:
     return json.dumps(ErrorEvent(code=code, message=message).to_json(), ensure_ascii=False)
 
 
+#: Deepest nesting of objects/arrays accepted in a control message (the protocol needs 1).
+MAX_JSON_DEPTH = 8
+
+
+def json_nesting_depth(text: str) -> int:
+    """Deepest ``{``/``[`` nesting of a JSON text, counted without parsing it (brackets in strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for character in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == '"':
+                in_string = False
+        elif character == '"':
+            in_string = True
+        elif character in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_control_message(text: str) -> dict[str, Any]:
     """A client's JSON control message, checked; raises :class:`RealtimeProtocolError` naming the problem."""
+    depth = json_nesting_depth(text)
+    if depth > MAX_JSON_DEPTH:  # json.loads would recurse once per level: refuse before parsing
+        raise RealtimeProtocolError(
+            "bad_json",
+            f"a control message may nest objects and arrays at most {MAX_JSON_DEPTH} deep; this one nests {depth}",
+        )
     try:
         message = json.loads(text)
     except json.JSONDecodeError as error:
