@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -282,7 +281,7 @@ class StepAudioChat:
             PromptError: malformed messages, or a prompt (text + audio) too long for the context.
             AudioInputError: an audio file that is missing, a folder or unreadable (naming the message).
         """
-        from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_LINGUISTIC, GROUP_SECONDS, GROUP_SEMANTIC
+        from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_LINGUISTIC, GROUP_SEMANTIC, audio_seconds_for
 
         check_messages(messages, audio_tokenizer_configured=self.audio_tokenizer is not None)
         estimates = [(where, *self._audio_estimate(where, part)) for where, part in iter_audio_parts(messages)]
@@ -304,7 +303,7 @@ class StepAudioChat:
         others = audio_tokens - tokens
         group = GROUP_LINGUISTIC + GROUP_SEMANTIC
         if tokens > room and room - others >= group:  # this clip alone cannot fit: it is the one to shorten
-            at_most = math.floor((room - others) / group) * GROUP_SECONDS
+            at_most = audio_seconds_for(room - others)
             besides = f" besides {others} tokens of other audio in the conversation" if others else ""
             raise PromptError(
                 f"the audio in {where} lasts {seconds:.1f} s (~{tokens} audio tokens), more than {context} holds"
@@ -312,7 +311,7 @@ class StepAudioChat:
                 "several turns"
             )
         total_seconds = sum(estimate[1] for estimate in estimates)
-        at_most = max(0.0, math.floor(room / group) * GROUP_SECONDS)
+        at_most = audio_seconds_for(room)
         places = ", ".join(estimate[0] for estimate in estimates)
         raise PromptError(
             f"the audio of the conversation ({places}) lasts {total_seconds:.1f} s in total (~{audio_tokens} audio "

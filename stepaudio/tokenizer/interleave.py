@@ -27,6 +27,7 @@ __all__ = [
     "AUDIO_TOKENS_PER_SECOND",
     "GROUP_SECONDS",
     "max_audio_tokens",
+    "audio_seconds_for",
     "interleave",
     "deinterleave",
     "ids_to_string",
@@ -51,6 +52,12 @@ def max_audio_tokens(seconds: float) -> int:
     Lets callers refuse audio that cannot fit a model's context from its duration alone, before tokenizing.
     """
     return (GROUP_LINGUISTIC + GROUP_SEMANTIC) * math.floor(seconds / GROUP_SECONDS + 1e-9)
+
+
+def audio_seconds_for(tokens: int) -> float:
+    """Longest audio whose interleaved tokens fit in ``tokens`` (whole 0.12 s groups): :func:`max_audio_tokens`'s
+    inverse, for messages that say how long a clip may be."""
+    return max(0, tokens) // (GROUP_LINGUISTIC + GROUP_SEMANTIC) * GROUP_SECONDS
 
 
 def _check_codes(codes: Sequence[int], size: int, name: str) -> None:

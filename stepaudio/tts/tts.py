@@ -36,7 +36,7 @@ from ..llm.chat import resolve_model_folder
 from ..llm.generation import BackgroundGeneration
 from ..llm.modeling import Step1ForCausalLM
 from ..llm.text_tokenizer import AUDIO_TOKEN_OFFSET, EOT_ID, NUM_AUDIO_CODES, load_text_tokenizer
-from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_SECONDS, max_audio_tokens
+from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, audio_seconds_for, max_audio_tokens
 from ..validation import (
     check_choice,
     check_float,
@@ -406,7 +406,7 @@ class StepAudioTTS:
         if text_tokens + audio_tokens < self.max_length:
             return
         room = self.max_length - 1 - text_tokens  # leave at least one token of speech
-        longest = math.floor(room // 5 * GROUP_SECONDS * 10) / 10  # 5 audio tokens per 0.12 s
+        longest = math.floor(audio_seconds_for(room) * 10) / 10
         if longest < 1.0:
             raise PromptError(
                 f"the TTS prompt for {segment.text[:30]!r} is {text_tokens} tokens before the voice prompt's audio "
