@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from .errors import InvalidArgumentError
+from .validation import invalid_value
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ _DTYPE_NAMES = {
 }
 
 
+_DEVICE_EXAMPLE = "a device such as 'cpu', 'cuda' or 'cuda:1'"
+
+
 def resolve_device(device: str | torch.device | None = None, name: str = "device") -> torch.device:
     """``None`` -> CUDA if available, else CPU; anything else is parsed (and checked) as given.
 
@@ -33,35 +36,27 @@ def resolve_device(device: str | torch.device | None = None, name: str = "device
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(device, (str, torch.device)):
-        raise _device_error(name, device, "a device such as 'cpu', 'cuda' or 'cuda:1'")
+        raise invalid_value(name, _DEVICE_EXAMPLE, device)
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise _device_error(name, device, "a device such as 'cpu', 'cuda' or 'cuda:1'") from None
+        raise invalid_value(name, _DEVICE_EXAMPLE, device) from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise _device_error(
+            raise invalid_value(
                 name,
+                "an available device",
                 device,
-                f"an available device; CUDA is not available in this PyTorch build ({torch.__version__}): "
-                "pass 'cpu' or install a CUDA build of torch",
+                f"CUDA is not available in this PyTorch build ({torch.__version__}): pass 'cpu' or install a CUDA "
+                "build of torch",
             )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise _device_error(name, device, f"a visible GPU: {torch.cuda.device_count()} are visible (cuda:0..)")
+            raise invalid_value(name, f"a visible GPU: {torch.cuda.device_count()} are visible (cuda:0..)", device)
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise _device_error(name, device, "an available device; MPS is not available here: pass 'cpu'")
+        raise invalid_value(name, "an available device", device, "MPS is not available here: pass 'cpu'")
     elif parsed.type not in ("cpu", "cuda", "mps", "xpu", "meta"):
-        raise _device_error(name, device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+        raise invalid_value(name, "'cpu', 'cuda', 'cuda:N' or 'mps'", device)
     return parsed
-
-
-def _device_error(name: str, device: object, requirement: str) -> InvalidArgumentError:
-    detail = (
-        f"must be {requirement}, got {device!r}"
-        if not requirement.startswith("an available")
-        else (f"must be {requirement.split(';', 1)[0]}, got {device!r};{requirement.split(';', 1)[1]}")
-    )
-    return InvalidArgumentError(f"{name} {detail}", name=name, value=device, requirement=detail)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, name: str = "dtype") -> torch.dtype:
@@ -70,15 +65,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, name: s
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPE_NAMES.values():
-            raise InvalidArgumentError(
-                f"{name} must be bfloat16, float16 or float32, got {dtype}",
-                name=name,
-                value=dtype,
-                requirement=f"must be bfloat16, float16 or float32, got {dtype}",
-            )
+            raise invalid_value(name, "bfloat16, float16 or float32", dtype)
         return dtype
     try:
         return _DTYPE_NAMES[str(dtype).lower()]
     except KeyError:
-        detail = f"must be one of {', '.join(sorted(_DTYPE_NAMES))} or a torch.dtype, got {dtype!r}"
-        raise InvalidArgumentError(f"{name} {detail}", name=name, value=dtype, requirement=detail) from None
+        raise invalid_value(name, f"one of {', '.join(sorted(_DTYPE_NAMES))} or a torch.dtype", dtype) from None

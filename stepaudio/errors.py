@@ -66,6 +66,11 @@ class InvalidArgumentError(UsageError, ValueError):
         self.value = value
         self.requirement = requirement or message
 
+    @classmethod
+    def about(cls, name: str, requirement: str, value: object = None) -> InvalidArgumentError:
+        """The error ``"{name} {requirement}"`` (e.g. ``"top_k must be ..., got -1"``), keeping both parts."""
+        return cls(f"{name} {requirement}", name=name, value=value, requirement=requirement)
+
 
 class InputFileError(UsageError, FileNotFoundError):
     """A file or folder named by the caller is missing, of the wrong kind (a folder for a file) or unreadable."""

@@ -24,6 +24,7 @@ from .errors import InputFileError, InvalidArgumentError
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "check_bool",
     "check_choice",
     "check_float",
     "check_input_dir",
@@ -33,6 +34,7 @@ __all__ = [
     "check_safe_name",
     "check_text",
     "describe_value",
+    "invalid_value",
 ]
 
 #: Longest user-supplied name (speaker, voice) accepted where it becomes part of a file name.
@@ -48,15 +50,15 @@ def describe_value(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _fail(name: str, requirement: str, value: object, hint: str | None = None) -> InvalidArgumentError:
+def invalid_value(name: str, requirement: str, value: object, hint: str | None = None) -> InvalidArgumentError:
+    """The error ``"{name} must be {requirement}, got {value}; {hint}"`` in the one style of every check."""
     detail = f"must be {requirement}, got {describe_value(value)}" + (f"; {hint}" if hint else "")
-    return InvalidArgumentError(f"{name} {detail}", name=name, value=value, requirement=detail)
+    return InvalidArgumentError.about(name, detail, value)
 
 
 def _range_words(minimum: float | None, maximum: float | None, exclusive_minimum: bool) -> str:
     if minimum is not None and maximum is not None:
-        low = f"above {minimum}" if exclusive_minimum else f"from {minimum}"
-        return f"{low} to {maximum}"
+        return f"above {minimum} and at most {maximum}" if exclusive_minimum else f"from {minimum} to {maximum}"
     if minimum is not None:
         if exclusive_minimum:
             return "positive" if minimum == 0 else f"above {minimum}"
@@ -82,14 +84,14 @@ def check_float(
     words = _range_words(minimum, maximum, exclusive_minimum)
     requirement = "a positive number" if words == "positive" else f"a number {words}".rstrip()
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_numpy_number(value):
-        raise _fail(name, requirement, value, hint)
+        raise invalid_value(name, requirement, value, hint)
     number = float(value)  # type: ignore[arg-type]
     if not math.isfinite(number):
-        raise _fail(name, requirement.replace("number", "finite number", 1), value, hint)
+        raise invalid_value(name, requirement.replace("number", "finite number", 1), value, hint)
     too_low = minimum is not None and (number <= minimum if exclusive_minimum else number < minimum)
     too_high = maximum is not None and number > maximum
     if too_low or too_high:
-        raise _fail(name, requirement, value, hint)
+        raise invalid_value(name, requirement, value, hint)
     return number
 
 
@@ -107,18 +109,25 @@ def check_int(
     if minimum == 1 and maximum is None:
         requirement = "a positive whole number"
     if isinstance(value, bool) or not (isinstance(value, int) or _is_numpy_integer(value)):
-        raise _fail(name, requirement, value, hint)
+        raise invalid_value(name, requirement, value, hint)
     number = int(value)  # type: ignore[arg-type]
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        raise _fail(name, requirement, value, hint)
+        raise invalid_value(name, requirement, value, hint)
     return number
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``True`` or ``False`` (numpy booleans included); ``0``, ``1``, ``"yes"`` and ``None`` are refused."""
+    if not isinstance(value, bool) and not _is_numpy_bool(value):
+        raise InvalidArgumentError.about(name, f"must be True or False, got {describe_value(value)}", value)
+    return bool(value)
 
 
 def check_choice(value: object, name: str, choices: Iterable[str], hint: str | None = None) -> str:
     """One of ``choices`` (exact match)."""
     options = list(choices)
     if not isinstance(value, str) or value not in options:
-        raise _fail(name, "one of " + ", ".join(options), value, hint)
+        raise invalid_value(name, "one of " + ", ".join(options), value, hint)
     return value
 
 
@@ -129,21 +138,18 @@ def check_text(value: object, name: str, *, allow_empty: bool = False) -> str:
     ``surrogateescape``, ``bytes.decode(errors="surrogateescape")``); no model can tokenize them.
     """
     if not isinstance(value, str):
-        raise _fail(name, "a string", value)
+        raise invalid_value(name, "a string", value)
     for position, character in enumerate(value):
         if unicodedata.category(character) == "Cs":
-            raise InvalidArgumentError(
-                f"{name} is not valid Unicode: an unpaired surrogate U+{ord(character):04X} at character {position} "
-                "(undecodable bytes); pass UTF-8 text",
-                name=name,
-                value=value,
-                requirement=f"is not valid Unicode: an unpaired surrogate U+{ord(character):04X} at character "
-                f"{position} (undecodable bytes); pass UTF-8 text",
+            detail = (
+                f"is not valid Unicode: an unpaired surrogate U+{ord(character):04X} at character {position} "
+                "(undecodable bytes); pass UTF-8 text"
             )
+            raise InvalidArgumentError.about(name, detail, value)
         if character == "\0":
-            raise _fail(name, "text without NUL characters", value, f"a NUL is at character {position}")
+            raise invalid_value(name, "text without NUL characters", value, f"a NUL is at character {position}")
     if not allow_empty and not value.strip():
-        raise _fail(name, "non-empty text", value)
+        raise invalid_value(name, "non-empty text", value)
     return value
 
 
@@ -158,7 +164,7 @@ def check_safe_name(value: object, name: str, hint: str | None = None) -> str:
         "(it becomes part of a file name)"
     )
     if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH or not _SAFE_NAME.fullmatch(value):
-        raise _fail(name, requirement, value, hint)
+        raise invalid_value(name, requirement, value, hint)
     return value
 
 
@@ -168,7 +174,7 @@ def _path(value: object, name: str) -> Path:
     elif isinstance(value, str) and value.strip():
         path = Path(value)
     else:
-        raise _fail(name, "a path", value)
+        raise invalid_value(name, "a path", value)
     check_text(str(path), name)
     return path.expanduser()
 
@@ -229,6 +235,12 @@ def _is_numpy_number(value: object) -> bool:
     import numpy as np
 
     return isinstance(value, (np.integer, np.floating)) and not isinstance(value, np.bool_)
+
+
+def _is_numpy_bool(value: object) -> bool:
+    import numpy as np
+
+    return isinstance(value, np.bool_)
 
 
 def _is_numpy_integer(value: object) -> bool:

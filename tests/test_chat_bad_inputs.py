@@ -95,7 +95,7 @@ def _audio(samples: np.ndarray = NOISE_1S, rate: int = RATE) -> dict:
         ({"temperature": "hot"}, r"temperature must be a positive number, got 'hot'"),
         ({"top_p": 0}, r"top_p must be a number above 0 and at most 1, got 0"),
         ({"top_p": 1.5}, r"top_p must be a number above 0 and at most 1, got 1\.5"),
-        ({"top_p": math.nan}, r"top_p must be a number above 0 and at most 1, got nan"),
+        ({"top_p": math.nan}, r"top_p must be a finite number above 0 and at most 1, got nan"),
         ({"top_p": True}, r"top_p must be a number above 0 and at most 1, got True"),
         ({"top_k": -1}, r"top_k must be a whole number 0 or more, got -1"),
         ({"top_k": 2.0}, r"top_k must be a whole number 0 or more, got 2\.0"),

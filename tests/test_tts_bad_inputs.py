@@ -166,9 +166,9 @@ SETTING_CASES = [
     ({"volume_ratio": float("nan")}, r"volume_ratio must be a finite number from 0.0 to 10.0, got nan"),
     ({"volume_ratio": 11}, r"volume_ratio must be a number from 0.0 to 10.0, got 11"),
     ({"volume_ratio": -0.1}, r"volume_ratio must be a number from 0.0 to 10.0, got -0.1"),
-    ({"temperature": 0}, r"temperature must be a number above 0.0 to 10.0, got 0"),
-    ({"temperature": float("nan")}, r"temperature must be a finite number above 0.0 to 10.0, got nan"),
-    ({"temperature": 100}, r"temperature must be a number above 0.0 to 10.0, got 100"),
+    ({"temperature": 0}, r"temperature must be a number above 0.0 and at most 10.0, got 0"),
+    ({"temperature": float("nan")}, r"temperature must be a finite number above 0.0 and at most 10.0, got nan"),
+    ({"temperature": 100}, r"temperature must be a number above 0.0 and at most 10.0, got 100"),
 ]
 
 
@@ -402,8 +402,8 @@ def test_pipeline_reply_with_nothing_to_speak_gives_empty_audio(tts, work, caplo
     [
         ({"max_new_tokens": 0}, InvalidArgumentError, "max_new_tokens must be a positive whole number, got 0"),
         ({"temperature": 0}, InvalidArgumentError, "temperature must be a positive number, got 0"),
-        ({"top_p": 0}, InvalidArgumentError, r"top_p must be a number above 0.0 to 1.0, got 0"),
-        ({"top_p": 1.5}, InvalidArgumentError, r"top_p must be a number above 0.0 to 1.0, got 1.5"),
+        ({"top_p": 0}, InvalidArgumentError, r"top_p must be a number above 0.0 and at most 1.0, got 0"),
+        ({"top_p": 1.5}, InvalidArgumentError, r"top_p must be a number above 0.0 and at most 1.0, got 1.5"),
         ({"speakers_dir": "/nonexistent/speakers"}, InputFileError, "speakers_dir /nonexistent/speakers does not"),
         ({"device": "gpu"}, InvalidArgumentError, "device must be"),
     ],

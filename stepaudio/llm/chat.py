@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from transformers import TextIteratorStreamer
 
@@ -22,7 +21,7 @@ from ..errors import (
     InvalidArgumentError,
     PromptError,
 )
-from ..validation import check_choice, check_float, check_input_dir, check_int, describe_value
+from ..validation import check_bool, check_choice, check_float, check_input_dir, check_int, describe_value
 from .generation import BackgroundGeneration
 from .modeling import Step1ForCausalLM
 from .prompts import check_messages, iter_audio_parts, render_chat_prompt
@@ -74,13 +73,6 @@ def resolve_model_folder(path: str | Path, folder_name: str, marker: str = "conf
     )
 
 
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        detail = f"must be True or False, got {describe_value(value)}"
-        raise InvalidArgumentError(f"{name} {detail}", name=name, value=value, requirement=detail)
-    return bool(value)
-
-
 def check_generation_args(
     max_new_tokens: object,
     temperature: object,
@@ -101,7 +93,7 @@ def check_generation_args(
     check_int(
         max_new_tokens, "max_new_tokens", minimum=1, hint="it is the longest reply to generate, in tokens (e.g. 512)"
     )
-    sampling = _check_bool(do_sample, "do_sample")
+    sampling = check_bool(do_sample, "do_sample")
     if sampling:
         check_float(
             temperature,
@@ -112,12 +104,7 @@ def check_generation_args(
         )
     else:
         check_float(temperature, "temperature", hint="it is ignored with do_sample=False")
-    numeric = not isinstance(top_p, (bool, np.bool_)) and isinstance(top_p, (int, float, np.integer, np.floating))
-    if not numeric or not 0 < float(top_p) <= 1:  # NaN fails the comparison too
-        detail = (
-            f"must be a number above 0 and at most 1, got {describe_value(top_p)}; 1.0 turns the nucleus filter off"
-        )
-        raise InvalidArgumentError(f"top_p {detail}", name="top_p", value=top_p, requirement=detail)
+    check_float(top_p, "top_p", minimum=0, maximum=1, exclusive_minimum=True, hint="1.0 turns the nucleus filter off")
     check_int(top_k, "top_k", minimum=0, hint="0 turns the top-k filter off")
     if timeout is not None:
         check_float(timeout, "timeout", minimum=0, exclusive_minimum=True, hint="None waits without limit")
@@ -187,21 +174,15 @@ class StepAudioChat:
                     "must be None, a strategy such as 'auto' or a dict of module name -> device, "
                     f"got {describe_value(device_map)}"
                 )
-                raise InvalidArgumentError(
-                    f"device_map {detail}", name="device_map", value=device_map, requirement=detail
-                )
+                raise InvalidArgumentError.about("device_map", detail, device_map)
             if importlib.util.find_spec("accelerate") is None:
                 detail = f"needs the accelerate package, got {describe_value(device_map)}; pip install accelerate"
-                raise InvalidArgumentError(
-                    f"device_map {detail}", name="device_map", value=device_map, requirement=detail
-                )
+                raise InvalidArgumentError.about("device_map", detail, device_map)
         tokenizer_folder = None
         if tokenizer_path is not None:
             if audio_tokenizer is not None:
                 detail = "must be None when audio_tokenizer is given (pass one of them, not both)"
-                raise InvalidArgumentError(
-                    f"tokenizer_path {detail}", name="tokenizer_path", value=tokenizer_path, requirement=detail
-                )
+                raise InvalidArgumentError.about("tokenizer_path", detail, tokenizer_path)
             from ..tokenizer.layout import locate_tokenizer_files
 
             check_input_dir(tokenizer_path, "tokenizer_path", "a Step-Audio-Tokenizer folder")
@@ -211,9 +192,7 @@ class StepAudioChat:
                 "must be callable as audio_tokenizer(audio, sample_rate) -> '<audio_N>...' (e.g. a "
                 f"StepAudioTokenizer), got {type(audio_tokenizer).__name__}"
             )
-            raise InvalidArgumentError(
-                f"audio_tokenizer {detail}", name="audio_tokenizer", value=audio_tokenizer, requirement=detail
-            )
+            raise InvalidArgumentError.about("audio_tokenizer", detail, audio_tokenizer)
         self.model_path = resolve_model_folder(model_path, "Step-Audio-Chat")
         self.device = device_obj
         self.dtype = resolved_dtype
@@ -382,7 +361,7 @@ class StepAudioChat:
             callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))
         ):
             detail = f"must be a transformers streamer (with put() and end()), got {type(streamer).__name__}"
-            raise InvalidArgumentError(f"streamer {detail}", name="streamer", value=streamer, requirement=detail)
+            raise InvalidArgumentError.about("streamer", detail, streamer)
         self.check_prompt(messages)
         input_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
         output = self.model.generate(
@@ -414,7 +393,7 @@ class StepAudioChat:
         check_generation_args(max_new_tokens, temperature, top_p, top_k, do_sample, timeout)
         if cancel is not None and not callable(getattr(cancel, "is_set", None)):
             detail = f"must be None or a threading.Event, got {type(cancel).__name__}"
-            raise InvalidArgumentError(f"cancel {detail}", name="cancel", value=cancel, requirement=detail)
+            raise InvalidArgumentError.about("cancel", detail, cancel)
         self.check_prompt(messages)
         return self._stream(messages, max_new_tokens, temperature, top_p, top_k, do_sample, timeout, cancel)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError, RealtimeConfigError
 from ..llm.prompts import DEFAULT_VOICE_SYSTEM_PROMPT
-from ..validation import check_float, check_int, check_safe_name, check_text
+from ..validation import check_bool, check_float, check_int, check_safe_name, check_text
 
 __all__ = ["RealtimeConfig", "SAMPLE_RATE", "FRAME_SAMPLES"]
 
@@ -90,11 +90,10 @@ class RealtimeConfig:
             check_int(self.max_sentence_chars, "max_sentence_chars", minimum=1)
             check_int(self.context_token_budget, "context_token_budget", minimum=16, hint="tokens of history")
             check_float(self.tokenizer_right_context_s, "tokenizer_right_context_s", minimum=0, exclusive_minimum=True)
+            for name in ("speculative", "do_sample", "transcribe_history"):
+                check_bool(getattr(self, name), name)
         except InvalidArgumentError as error:
             raise RealtimeConfigError(str(error), name=error.name, value=error.value) from None
-        for name in ("speculative", "do_sample", "transcribe_history"):
-            if not isinstance(getattr(self, name), bool):
-                raise RealtimeConfigError(f"{name} must be True or False, got {getattr(self, name)!r}", name=name)
         if not isinstance(self.chat_kwargs, dict):
             raise RealtimeConfigError(f"chat_kwargs must be a dict, got {type(self.chat_kwargs).__name__}")
         if self.end_of_turn_ms <= self.pause_ms:

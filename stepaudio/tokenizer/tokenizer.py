@@ -16,7 +16,7 @@ from ..audio import as_waveform, check_finite, load_audio, resample, to_mono, tr
 from ..audio import energy_norm as normalize_energy
 from ..device import resolve_device
 from ..errors import AudioInputError, InvalidArgumentError
-from ..validation import check_float, check_int, describe_value
+from ..validation import check_bool, check_float, check_int, describe_value
 from .interleave import ids_to_string, interleave
 from .layout import locate_tokenizer_files
 from .linguistic import LinguisticStream, LinguisticTokenizer
@@ -33,13 +33,6 @@ MIN_DURATION_S = 0.1
 AudioInput = "np.ndarray | torch.Tensor | str | Path"
 
 _PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]"
-
-
-def _check_flag(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        detail = f"must be True or False, got {describe_value(value)}"
-        raise InvalidArgumentError(f"{name} {detail}", name=name, value=value, requirement=detail)
-    return bool(value)
 
 
 def _check_sr(sr: object, name: str = "sr") -> int | None:
@@ -76,7 +69,7 @@ class StepAudioTokenizer:
     def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
             detail = f"must be the path of the Step-Audio-Tokenizer folder, got {describe_value(path)}"
-            raise InvalidArgumentError(f"path {detail}", name="path", value=path, requirement=detail)
+            raise InvalidArgumentError.about("path", detail, path)
         self.device = resolve_device(device)
         self.files = locate_tokenizer_files(path)  # the layout is checked before anything is loaded
         self.linguistic = LinguisticTokenizer(
@@ -119,8 +112,8 @@ class StepAudioTokenizer:
     ) -> np.ndarray:
         """Upstream pre-processing: mono, 16 kHz (torchaudio-equal resampler), energy normalisation, optional trim."""
         sr = _check_sr(sr)
-        enable_trim = _check_flag(enable_trim, "enable_trim")
-        normalize = _check_flag(normalize, "normalize")
+        enable_trim = check_bool(enable_trim, "enable_trim")
+        normalize = check_bool(normalize, "normalize")
         mono, sr, what = self._read(wav, sr)
         if mono.shape[0] < MIN_DURATION_S * sr:
             raise AudioInputError(
@@ -165,9 +158,9 @@ class StepAudioTokenizer:
             AudioInputError: unreadable, empty, too short, silent or non-finite audio.
         """
         sr = _check_sr(sr)
-        enable_trim = _check_flag(enable_trim, "enable_trim")
-        energy_norm = _check_flag(energy_norm, "energy_norm")
-        progress = _check_flag(progress, "progress")
+        enable_trim = check_bool(enable_trim, "enable_trim")
+        energy_norm = check_bool(energy_norm, "energy_norm")
+        progress = check_bool(progress, "progress")
         audio = self.preprocess_wav(wav, sr, enable_trim=enable_trim, normalize=energy_norm)
         return self._tokenize_16k(audio, progress)
 
@@ -210,15 +203,15 @@ class StepAudioTokenizer:
             batch_size, "batch_size", minimum=1, hint="it is how many clips the vq02 encoder runs at once (e.g. 8)"
         )
         sr = _check_sr(sr)
-        enable_trim = _check_flag(enable_trim, "enable_trim")
-        energy_norm = _check_flag(energy_norm, "energy_norm")
-        progress = _check_flag(progress, "progress")
+        enable_trim = check_bool(enable_trim, "enable_trim")
+        energy_norm = check_bool(energy_norm, "energy_norm")
+        progress = check_bool(progress, "progress")
         if isinstance(wavs, (str, bytes, Path)) or hasattr(wavs, "shape") or not isinstance(wavs, Iterable):
             detail = (
                 "must be a list of clips (paths, arrays with sr, or (array, sr) pairs), "
                 f"got {describe_value(wavs)}; use wav2token for one clip"
             )
-            raise InvalidArgumentError(f"wavs {detail}", name="wavs", value=wavs, requirement=detail)
+            raise InvalidArgumentError.about("wavs", detail, wavs)
         items: Sequence[object] = list(wavs)
         if progress:
             from tqdm import tqdm

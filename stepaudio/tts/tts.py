@@ -38,6 +38,7 @@ from ..llm.modeling import Step1ForCausalLM
 from ..llm.text_tokenizer import AUDIO_TOKEN_OFFSET, EOT_ID, NUM_AUDIO_CODES, load_text_tokenizer
 from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, audio_seconds_for, max_audio_tokens
 from ..validation import (
+    check_bool,
     check_choice,
     check_float,
     check_input_dir,
@@ -220,7 +221,7 @@ class StepAudioTTS:
                 "must be a StepAudioTokenizer (it turns voice prompts into audio tokens), got "
                 f"{describe_value(tokenizer)}; pass StepAudioTokenizer(<Step-Audio-Tokenizer folder>)"
             )
-            raise InvalidArgumentError(f"tokenizer {detail}", name="tokenizer", value=tokenizer, requirement=detail)
+            raise InvalidArgumentError.about("tokenizer", detail, tokenizer)
         self.max_segment_chars = check_int(
             max_segment_chars, "max_segment_chars", minimum=1, hint="long text is split into segments this long"
         )
@@ -237,7 +238,7 @@ class StepAudioTTS:
         )
         self.seed = check_int(seed, "seed", minimum=0)
         check_choice(attn_implementation, "attn_implementation", ATTENTION_BACKENDS)
-        _check_bool(allow_unknown_tags, "allow_unknown_tags")
+        check_bool(allow_unknown_tags, "allow_unknown_tags")
         self.allow_unknown_tags = allow_unknown_tags
         if speakers_dir is not None:
             speakers_dir = check_input_dir(
@@ -324,7 +325,7 @@ class StepAudioTTS:
         """A clone_dict's keys and values: ``{'speaker': str | None, 'prompt_text': str, 'wav_path': Path}``."""
         if not isinstance(clone_dict, Mapping):
             detail = f"must be a dict {_CLONE_DICT_SHAPE}, got {describe_value(clone_dict)}"
-            raise InvalidArgumentError(f"clone_dict {detail}", name="clone_dict", value=clone_dict, requirement=detail)
+            raise InvalidArgumentError.about("clone_dict", detail, clone_dict)
         unknown = [key for key in clone_dict if key not in CLONE_DICT_KEYS]
         if unknown:
             guesses = {
@@ -338,11 +339,11 @@ class StepAudioTTS:
                 f"has the unknown key {named}; its keys are 'speaker' (optional name of the voice), "
                 "'prompt_text' (transcript of the clip) and 'wav_path' (the clip)"
             )
-            raise InvalidArgumentError(f"clone_dict {detail}", name="clone_dict", value=clone_dict, requirement=detail)
+            raise InvalidArgumentError.about("clone_dict", detail, clone_dict)
         missing = [key for key in ("prompt_text", "wav_path") if clone_dict.get(key) is None]
         if missing:
             detail = f"needs {' and '.join(map(repr, missing))}: pass {_CLONE_DICT_SHAPE}"
-            raise InvalidArgumentError(f"clone_dict {detail}", name="clone_dict", value=clone_dict, requirement=detail)
+            raise InvalidArgumentError.about("clone_dict", detail, clone_dict)
         speaker = clone_dict.get("speaker")
         if speaker is not None:
             check_text(speaker, "clone_dict['speaker']")
@@ -363,7 +364,7 @@ class StepAudioTTS:
                 "is needed: pass a registered speaker id (speaker='Tingting') or a voice to clone "
                 f"(clone_dict={_CLONE_DICT_SHAPE})"
             )
-            raise InvalidArgumentError(f"speaker {detail}", name="speaker", value=None, requirement=detail)
+            raise InvalidArgumentError.about("speaker", detail, None)
         assert isinstance(speaker, str)
         if self.speakers is None:
             raise PromptError(
@@ -585,7 +586,7 @@ class StepAudioTTS:
             ``(waveform [1, N] float32, 22050)``.
         """
         self._check_settings(speed_ratio, volume_ratio, temperature)
-        _check_bool(progress, "progress")
+        check_bool(progress, "progress")
         segments = self._build_segments(self._plan(text, speaker, clone_dict))
         if progress and len(segments) > 1:
             from tqdm.auto import tqdm
@@ -659,10 +660,3 @@ class StepAudioTTS:
     def _postprocess(waveform: torch.Tensor, speed_ratio: float, volume_ratio: float) -> torch.Tensor:
         waveform = change_speed(waveform, SAMPLE_RATE, speed_ratio)
         return change_volume(waveform, volume_ratio)
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        detail = f"must be True or False, got {describe_value(value)}"
-        raise InvalidArgumentError(f"{name} {detail}", name=name, value=value, requirement=detail)
-    return value
