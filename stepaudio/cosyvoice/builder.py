@@ -194,50 +194,16 @@ def _build_estimator(
     )
 
 
-def _build_hift(
-    in_channels: int = 80,
-    base_channels: int = 512,
-    nb_harmonics: int = 8,
-    sampling_rate: int = 22050,
-    nsf_alpha: float = 0.1,
-    nsf_sigma: float = 0.003,
-    nsf_voiced_threshold: float = 10,
-    upsample_rates: Any = (8, 8),
-    upsample_kernel_sizes: Any = (16, 16),
-    istft_params: Mapping[str, int] | None = None,
-    resblock_kernel_sizes: Any = (3, 7, 11),
-    resblock_dilation_sizes: Any = None,
-    source_resblock_kernel_sizes: Any = (7, 11),
-    source_resblock_dilation_sizes: Any = None,
-    lrelu_slope: float = 0.1,
-    audio_limit: float = 0.99,
-    f0_predictor: ConvRNNF0Predictor | None = None,
-) -> HiFTGenerator:
+def _build_hift(*args: Any, f0_predictor: Any = None, **kwargs: Any) -> HiFTGenerator:
+    """``HiFTGenerator`` with its ``f0_predictor`` entry checked; the parameters are HiFTGenerator's own."""
     if f0_predictor is not None and not isinstance(f0_predictor, ConvRNNF0Predictor):
         raise _Unsupported(f"f0_predictor must be a !new:...ConvRNNF0Predictor entry, found {f0_predictor!r}")
-    return HiFTGenerator(
-        in_channels=in_channels,
-        base_channels=base_channels,
-        nb_harmonics=nb_harmonics,
-        sampling_rate=sampling_rate,
-        nsf_alpha=nsf_alpha,
-        nsf_sigma=nsf_sigma,
-        nsf_voiced_threshold=nsf_voiced_threshold,
-        upsample_rates=upsample_rates,
-        upsample_kernel_sizes=upsample_kernel_sizes,
-        istft_params=None if istft_params is None else dict(istft_params),
-        resblock_kernel_sizes=resblock_kernel_sizes,
-        resblock_dilation_sizes=resblock_dilation_sizes,
-        source_resblock_kernel_sizes=source_resblock_kernel_sizes,
-        source_resblock_dilation_sizes=source_resblock_dilation_sizes,
-        lrelu_slope=lrelu_slope,
-        audio_limit=audio_limit,
-        f0_predictor=f0_predictor,
-    )
+    return HiFTGenerator(*args, f0_predictor=f0_predictor, **kwargs)
 
 
-def _build_f0_predictor(num_class: int = 1, in_channels: int = 80, cond_channels: int = 512) -> ConvRNNF0Predictor:
-    return ConvRNNF0Predictor(num_class, in_channels, cond_channels)
+# HiFTGenerator and ConvRNNF0Predictor already take exactly the original's parameters and defaults; the
+# recipe reader reads the accepted names from this signature (RecipeTarget.parameters).
+_build_hift.__signature__ = inspect.signature(HiFTGenerator)  # type: ignore[attr-defined]
 
 
 def _build_mel(
@@ -326,7 +292,7 @@ RECIPE_TARGETS: dict[str, RecipeTarget] = {
         RecipeTarget("ConditionalDecoder", "new", _build_estimator, "cosyvoice.flow.decoder.ConditionalDecoder"),
         RecipeTarget("HiFTGenerator", "new", _build_hift, "cosyvoice.hifigan.generator.HiFTGenerator"),
         RecipeTarget(
-            "ConvRNNF0Predictor", "new", _build_f0_predictor, "cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor"
+            "ConvRNNF0Predictor", "new", ConvRNNF0Predictor, "cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor"
         ),
         RecipeTarget("mel_spectrogram", "name", _build_mel, "cosyvoice.matcha.audio.mel_spectrogram"),
         RecipeTarget("DictConfig", "new", _build_dict_config, "omegaconf.DictConfig"),
