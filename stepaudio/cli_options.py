@@ -173,14 +173,13 @@ def check_registered_speaker(speaker: str, speakers_dir: Path | None, option: st
         )
 
 
-def check_audio_file_option(value: str, option: str) -> Path:
-    """An existing, readable audio file (its header is read; nothing is decoded)."""
+def check_audio_file_option(value: str, option: str) -> float:
+    """An existing, readable audio file (its header is read; nothing is decoded); returns its duration in seconds."""
     from .audio import audio_duration
     from .errors import AudioInputError
 
     path = check_input_file(value, option, "an audio file (wav, flac, mp3, ogg)")
     try:
-        audio_duration(path)
+        return audio_duration(path)
     except AudioInputError as error:
         raise InputFileError(f"{option} {error}", path=path) from error
-    return path

@@ -47,7 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> list[float]:
     """Every option and file, checked before the tokenizer loads; returns the files' durations in seconds."""
-    from ..audio import audio_duration
     from ..device import resolve_device
 
     check_model_folder_options(args, needs=("Step-Audio-Tokenizer",))
@@ -57,7 +56,7 @@ def check_args(args: argparse.Namespace) -> list[float]:
         if output.is_dir():
             raise InputFileError(f"--output {output} is a folder; pass a file name such as tokens.jsonl", path=output)
         check_output_dir(output.parent if str(output.parent) else ".", "--output's folder")
-    return [audio_duration(check_audio_file_option(path, "FILE")) for path in args.files]
+    return [check_audio_file_option(path, "FILE") for path in args.files]
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
@@ -70,11 +69,12 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from ..cli import one_line
     from .interleave import ids_to_string
     from .tokenizer import StepAudioTokenizer
 
     tokenizer = StepAudioTokenizer(args.tokenizer_path or args.model_path, device=args.device)
-    records: list[str] = []
+    written = 0
     failures = 0
     temporary = None
     out = sys.stdout
@@ -91,18 +91,18 @@ def run_tokenize(args: argparse.Namespace) -> int:
                 ids, _, _ = tokenizer.wav2token(path, enable_trim=args.trim, energy_norm=True, progress=long_file)
             except StepAudioError as err:
                 failures += 1
-                print(f"stepaudio tokenize: error: {path}: {' '.join(str(err).split())}", file=sys.stderr)
+                print(f"stepaudio tokenize: error: {path}: {one_line(err)}", file=sys.stderr)
                 continue
             record = json.dumps(
                 {"path": str(path), "tokens": ids_to_string(ids), "num_tokens": len(ids)}, ensure_ascii=False
             )
-            records.append(record)
+            written += 1
             out.write(record + "\n")
             out.flush()
     finally:
         if temporary is not None:
             out.close()
-            if records:
+            if written:
                 os.replace(temporary, args.output)
             else:
                 temporary.unlink(missing_ok=True)
