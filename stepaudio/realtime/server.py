@@ -24,7 +24,7 @@ from websockets.http11 import Request, Response
 
 from ..errors import AudioInputError, InvalidArgumentError, RealtimeConfigError, RealtimeProtocolError
 from ..tts.tts import SAMPLE_RATE as OUTPUT_SAMPLE_RATE
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, invalid_value
 from .config import SAMPLE_RATE, RealtimeConfig
 from .context import Transcriber
 from .events import AudioChunk, ErrorEvent, RealtimeEvent
@@ -65,9 +65,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         try:
             if not isinstance(self.host, str) or not self.host.strip():
-                raise InvalidArgumentError(
-                    f"host must be an interface name or address such as 127.0.0.1, got {self.host!r}", name="host"
-                )
+                raise invalid_value("host", "an interface name or address such as 127.0.0.1", self.host)
             check_int(self.port, "port", minimum=0, maximum=65535, hint="0 picks a free port")
             check_int(self.max_message_bytes, "max_message_bytes", minimum=1024, maximum=64 * 1024 * 1024)
             check_float(self.idle_timeout_s, "idle_timeout_s", minimum=0, exclusive_minimum=True)
