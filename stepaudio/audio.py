@@ -35,6 +35,9 @@ __all__ = [
     "as_waveform",
     "audio_duration",
     "energy_norm",
+    "PEAK_FLOOR",
+    "TARGET_PEAK",
+    "scale_to_peak",
     "load_audio",
     "resample",
     "to_mono",
@@ -212,10 +215,20 @@ def to_mono(wav: np.ndarray) -> np.ndarray:
     return wav.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
+#: Peak that energy normalisation scales a clip to (upstream's ``energy_norm``).
+TARGET_PEAK = 0.999
+#: Peaks below this count as this (upstream's ``energy_norm``): quiet audio is amplified at most 99.9x.
+PEAK_FLOOR = 0.01
+
+
+def scale_to_peak(wav: np.ndarray, peak: float) -> np.ndarray:
+    """``wav / max(peak, 0.01) * 0.999`` in float32: energy normalisation with a given (e.g. running) peak."""
+    return (wav / max(peak, PEAK_FLOOR) * TARGET_PEAK).astype(np.float32)
+
+
 def energy_norm(wav: np.ndarray) -> np.ndarray:
     """Upstream's energy normalisation: ``wav / max(max|wav|, 0.01) * 0.999``."""
-    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
-    return (wav / max(peak, 0.01) * 0.999).astype(np.float32)
+    return scale_to_peak(wav, float(np.max(np.abs(wav))) if wav.size else 0.0)
 
 
 def trim_silence(wav: np.ndarray, sample_rate: int = 16000) -> np.ndarray:

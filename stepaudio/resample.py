@@ -283,10 +283,8 @@ class ResamplerStream(Stream[np.ndarray, np.ndarray]):
         width = 0 if self._kernel is None else self._kernel.width
         return ResamplerState(history=np.zeros(width, dtype=np.float32))
 
-    def reset(self) -> None:
-        """Forget all input and reopen the stream, as if it had just been created."""
+    def _reset(self) -> None:
         self.state = self._initial_state()
-        self._closed = False
 
     def _feed(self, piece: np.ndarray) -> np.ndarray:
         chunk = _as_float32(piece, "ResamplerStream.feed() chunk")

@@ -60,3 +60,14 @@ def tiny_tts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stepaudio.testing import build_tiny_tts_checkpoint
 
     return build_tiny_tts_checkpoint(tmp_path_factory.mktemp("ckpt") / "Step-Audio-TTS-3B")
+
+
+@pytest.fixture(scope="module")
+def realtime_pipeline(tiny_tokenizer_dir, tiny_tts_dir, tiny_chat_dir, tmp_path_factory):
+    """A ``StepAudio`` over the tiny fixtures with a speakers folder, for the realtime tests (one per module)."""
+    from realtime_helpers import fixture_pipeline
+
+    from stepaudio.testing import build_tiny_speakers_folder
+
+    speakers = build_tiny_speakers_folder(tmp_path_factory.mktemp("speakers") / "speakers")
+    return fixture_pipeline(tiny_tokenizer_dir, tiny_tts_dir, tiny_chat_dir, speakers)

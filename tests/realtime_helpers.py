@@ -126,3 +126,110 @@ class EventLog:
                 return True
             time.sleep(0.01)
         return predicate()
+
+
+FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
+
+
+class FakeClock:
+    """A clock that moves only when told (seconds)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ControllerHarness:
+    """One :class:`TurnController` driven on the test's thread: a fake clock, model work only when told.
+
+    Every frame advances the clock by 32 ms.  With ``tokenize_live`` (default) the tokenizer lane runs
+    after each frame, as a fast machine would; replies and transcripts run only on :meth:`run_models`
+    (or ``workers.run_next()``), so a test decides when model output arrives.  Workers may be shared by
+    several harnesses (several sessions on one model queue).
+    """
+
+    def __init__(self, pipeline, config: RealtimeConfig, *, workers=None, clock=None, tokenize_live: bool = True):
+        from stepaudio.realtime import Inbox, ManualWorkers, TurnController
+
+        self.clock = clock if clock is not None else FakeClock()
+        self.inbox = Inbox()
+        self.lane = ManualWorkers()
+        self.workers = workers if workers is not None else ManualWorkers()
+        self.log = EventLog()
+        self.tokenize_live = tokenize_live
+        self.controller = TurnController(
+            pipeline,
+            config,
+            workers=self.workers,
+            tokenizer_lane=self.lane,
+            post=self.inbox.post,
+            emit=self.log,
+            clock=self.clock,
+        )
+
+    @property
+    def state(self):
+        return self.controller.state
+
+    def deliver(self) -> int:
+        """Hand the controller everything posted so far (and what that posts); returns events handled."""
+        handled = 0
+        while events := self.inbox.take_all():
+            for event in events:
+                self.controller.handle(event)
+                handled += 1
+        return handled
+
+    def frame(self, samples: np.ndarray, speech: bool) -> None:
+        from stepaudio.realtime.inputs import VoiceFrame
+
+        self.clock.advance(FRAME_SECONDS)
+        self.controller.handle(VoiceFrame(samples, 1.0 if speech else 0.0))
+        if self.tokenize_live:
+            self.lane.run_all()
+        self.deliver()
+
+    def talk(self, audio: np.ndarray) -> None:
+        usable = audio.shape[0] // FRAME_SAMPLES * FRAME_SAMPLES
+        for start in range(0, usable, FRAME_SAMPLES):
+            self.frame(audio[start : start + FRAME_SAMPLES], True)
+
+    def silence(self, seconds: float) -> None:
+        noise = np.random.default_rng(7).normal(0.0, 1e-3, FRAME_SAMPLES).astype(np.float32)
+        for _ in range(round(seconds / FRAME_SECONDS)):
+            self.frame(noise, False)
+
+    def silence_until(self, done: Callable[[], bool], max_seconds: float = 60.0) -> None:
+        """Silent frames (a live microphone never stops) until ``done()``; fails after ``max_seconds``."""
+        noise = np.random.default_rng(7).normal(0.0, 1e-3, FRAME_SAMPLES).astype(np.float32)
+        for _ in range(round(max_seconds / FRAME_SECONDS)):
+            if done():
+                return
+            self.frame(noise, False)
+        raise AssertionError(f"not done after {max_seconds} s of silence; state {self.state}")
+
+    def run_tokenizer(self) -> None:
+        self.lane.run_all()
+        self.deliver()
+
+    def run_models(self) -> None:
+        """Run every waiting tokenizer, reply and transcript job (and what they lead to) to the end."""
+        while self.lane.pending_jobs or self.workers.pending_jobs or len(self.inbox):
+            self.lane.run_all()
+            self.workers.run_all()
+            self.deliver()
+
+    def finish_turn(self, max_seconds: float = 60.0) -> None:
+        """End of turn, reply generated, reply played: silence until the controller is back in Silence."""
+        from stepaudio.realtime import ConversationState
+
+        def done() -> bool:
+            self.run_models()
+            return self.state is ConversationState.SILENCE
+
+        self.silence_until(done, max_seconds)

@@ -210,6 +210,6 @@ def test_stride_stream_equals_offline_for_any_chunking(linguistic: LinguisticTok
         codes = []
         for start in range(0, len(audio), chunk if chunk > 1 else 997):
             codes += stream.feed(audio[start : start + (chunk if chunk > 1 else 997)])
-        assert codes + stream.flush() == offline
+        assert codes + stream.close() == offline
     stream.reset()
     assert stream.state.strides_done == 0 and stream.state.encoder.position == 0

@@ -64,24 +64,20 @@ class _WordTranscriber:
 
 
 def test_context_keeps_transcripts_evicts_oldest_turns_and_reports_compression():
-    from stepaudio.realtime import ModelWorkers
-
-    workers = ModelWorkers(1)
-    seen = []
     context = ConversationContext(
-        count_text_tokens=lambda text: len(text.split()),
-        token_budget=60,
-        system_prompt="be brief",
-        transcriber=_WordTranscriber(),
-        workers=workers,
-        on_transcript=lambda turn, text: seen.append((turn, text)),
+        count_text_tokens=lambda text: len(text.split()), token_budget=60, system_prompt="be brief"
     )
     context.add_user_turn(1, [65536] * 30)
     context.add_assistant_turn(1, "one two three")
-    context.add_user_turn(2, [65537] * 20)
+    context.add_user_turn(2, [65537] * 19)
     context.add_assistant_turn(2, "four five")
-    workers.shutdown(cancel_queued=False)  # waits for the transcription jobs
-    assert seen == [(1, "heard 30 ids"), (2, "heard 20 ids")]
+    context.set_user_audio(2, [65537] * 20)  # the turn's final ids replace the ones it was stored with
+    transcriber = _WordTranscriber()
+    for turn in (1, 2):
+        entry = next(t for t in context.turns if t.role == "user" and t.turn == turn)
+        context.set_transcript(turn, transcriber.transcribe(entry.audio_ids))
+    context.set_transcript(2, "a second transcript is ignored")
+    context.set_transcript(9, "an evicted or unknown turn is ignored")
     assert context.compression_ratio() == pytest.approx(50 / 6)
 
     messages, tokens = context.messages([65538] * 10)
@@ -128,22 +124,10 @@ def test_config_refuses_inconsistent_settings():
     assert RealtimeConfig.frames(200) == 7  # 7 x 32 ms covers 200 ms
 
 
-class _NoModels:
-    """The session's audio path is checked before any model is used (a reply needs speech)."""
-
-    class llm:  # noqa: N801 - attribute shape of StepAudio
-        max_seq_len = 4096
-
-        class tokenizer:  # noqa: N801
-            @staticmethod
-            def encode(text):
-                return text.split()
-
-
-def test_session_resamples_pcm16_and_refuses_bad_audio():
+def test_session_resamples_pcm16_and_refuses_bad_audio(realtime_pipeline):
     from stepaudio.realtime import RealtimeSession
 
-    session = RealtimeSession(_NoModels(), RealtimeConfig(transcribe_history=False), vad=ScriptedVAD([]))
+    session = RealtimeSession(realtime_pipeline, RealtimeConfig(transcribe_history=False), vad=ScriptedVAD([]))
 
     async def first_events():
         session.push_audio((np.zeros(44100, np.int16)).tobytes(), 44100)  # 1 s of silence

@@ -14,7 +14,13 @@ import soundfile
 import torch
 
 import stepaudio.resample
-from stepaudio.errors import AudioInputError, AudioTokenError, CheckpointFileNotFoundError, InputFileError
+from stepaudio.errors import (
+    AudioInputError,
+    AudioTokenError,
+    CheckpointFileNotFoundError,
+    InputFileError,
+    InvalidArgumentError,
+)
 from stepaudio.testing.tokenizer_fixture import build_tiny_tokenizer_checkpoint
 from stepaudio.tokenizer import StepAudioTokenizer, deinterleave, ids_to_string, interleave, string_to_ids
 from stepaudio.tokenizer.layout import PARAFORMER_SUBFOLDER
@@ -182,6 +188,72 @@ def test_stream_with_known_peak_equals_energy_normalised_offline(
     peak = float(np.abs(audio).max())  # 16 kHz input: the 16 kHz peak is the input peak
     streamed = _stream(tokenizer, audio, sr, 3000, peak=peak, semantic_right_context_s=30)
     assert streamed == offline
+
+
+def test_causal_gain_on_the_whole_clip_equals_energy_normalised_offline(
+    tokenizer: StepAudioTokenizer, shared_audio_dir: Path
+) -> None:
+    """One chunk holds the clip's peak, so the running peak is the clip's peak from the start."""
+    for clip in ("BAC009S0764W0121.wav", "piper_en_22k.wav"):  # 16 kHz, and 22.05 kHz through the resampler
+        audio, sr = _read(shared_audio_dir / clip)
+        offline = tokenizer.wav2token(audio, sr, enable_trim=False, energy_norm=True)[0]
+        assert offline != tokenizer.wav2token(audio, sr, enable_trim=False, energy_norm=False)[0]
+        session = tokenizer.stream(sr, causal_gain=True, semantic_right_context_s=30)
+        assert session.feed(audio) + session.close() == offline
+        peak_16k = float(np.abs(stepaudio.resample.resample(audio, sr, 16000)).max())
+        assert session.state.running_peak == peak_16k and session.state.gain == 0.999 / peak_16k
+
+
+def test_causal_gain_does_not_depend_on_the_input_level(tokenizer: StepAudioTokenizer, shared_audio_dir: Path) -> None:
+    """Same ids at x0.05 and x1.0 when every encode sees a running peak above the 0.01 floor at both levels.
+
+    piper_en_22k reaches peak 0.36 in its first 240 ms (0.018 at x0.05) before the first vq02 stride
+    is encoded.  The AISHELL clip stays below 0.005 for its first 240 ms: at x0.05 the floor makes the
+    early gain differ from the x1.0 one (as offline energy_norm differs when a peak is below 0.01), so
+    there the invariance holds only between levels where the floor never binds (x4 and x16: power-of-two
+    factors, so even float rounding is the same).
+    """
+
+    def ids(audio: np.ndarray, sr: int, level: float) -> list[int]:
+        return _stream(tokenizer, (audio * np.float32(level)).astype(np.float32), sr, 512, causal_gain=True)
+
+    audio, sr = _read(shared_audio_dir / "piper_en_22k.wav")
+    loud = ids(audio, sr, 1.0)
+    assert ids(audio, sr, 0.05) == loud
+    assert loud != _stream(tokenizer, audio * np.float32(0.05), sr, 512)  # without the gain the level matters
+
+    audio, sr = _read(shared_audio_dir / "BAC009S0764W0121.wav")
+    assert float(np.abs(audio[:3840]).max()) < 0.005  # the floor binds at x0.05 ...
+    assert ids(audio, sr, 4.0) == ids(audio, sr, 16.0)  # ... but not at x4 or x16
+
+
+def test_causal_gain_follows_the_running_peak(tokenizer: StepAudioTokenizer, shared_audio_dir: Path) -> None:
+    audio, sr = _read(shared_audio_dir / "BAC009S0764W0122.wav")
+    audio = np.concatenate([np.zeros(4800, np.float32), audio * np.float32(0.5)])  # peak 0.036
+    session = tokenizer.stream(sr, causal_gain=True, semantic_right_context_s=0.3)
+    gains = []
+    for start in range(0, len(audio), 512):
+        session.feed(audio[start : start + 512])
+        gains.append(session.state.gain)
+        assert session.state.running_peak == float(np.abs(audio[: start + 512]).max())
+        assert session.state.running_peak * session.state.gain <= 0.999 + 1e-12  # nothing scaled above 0.999
+    session.close()
+    assert gains[0] == 0.999 / 0.01  # silence: the floor
+    assert all(later <= earlier for earlier, later in zip(gains[:-1], gains[1:], strict=True))
+    assert session.state.running_peak * session.state.gain == pytest.approx(0.999)
+
+
+def test_peak_and_causal_gain_are_refused_together(tokenizer: StepAudioTokenizer) -> None:
+    message = (
+        "peak must be None when causal_gain=True, got 0.5; pass peak (the clip's peak, known in advance) "
+        "or causal_gain=True (a running peak), not both"
+    )
+    with pytest.raises(InvalidArgumentError) as caught:
+        tokenizer.stream(16000, peak=0.5, causal_gain=True)
+    assert str(caught.value) == message
+    assert caught.value.name == "peak" and caught.value.value == 0.5
+    with pytest.raises(InvalidArgumentError, match=r"^causal_gain must be"):
+        tokenizer.stream(16000, causal_gain="yes")
 
 
 def test_stream_emits_early_and_irregular_chunks(tokenizer: StepAudioTokenizer, shared_audio_dir: Path) -> None:

@@ -414,6 +414,8 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
     newly committed frames with cached left context (mel + harmonic source, so the sine phase is
     continuous) and provisional look-ahead frames, and its output is cross-faded over a few frames
     with the held-back tail of the previous call.
+
+    ``reset()`` starts a new utterance with the same prompt, speaker and seed.
     """
 
     def __init__(
@@ -434,7 +436,10 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
             self.speaker = decoder.flow.speaker_condition(embedding)
         self.frame_noise = FrameNoise(seed, decoder.flow.output_size)
         self.sample_noise = SampleNoise(seed, decoder.hift.harmonics)
-        self.state = TokenToWavState(source_state=SourceState(decoder.hift.harmonics))
+        self.state = self._initial_state()
+
+    def _initial_state(self) -> TokenToWavState:
+        return TokenToWavState(source_state=SourceState(self.decoder.hift.harmonics))
 
     # --------------------------------------------------------------------------------------- Stream API
     def _feed(self, piece: object) -> torch.Tensor:
@@ -459,6 +464,11 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
             self._run_flow_window(len(self.state.tokens), final=True)
         chunks.append(self._run_vocoder(final=True))
         return torch.cat(chunks, dim=1)
+
+    def _reset(self) -> None:
+        # The prompt, speaker condition and noise generators stay: the noise is indexed by absolute
+        # frame / sample position, so a new utterance gets the same noise as a new stream would.
+        self.state = self._initial_state()
 
     # --------------------------------------------------------------------------------------- flow
     def _frames(self, tokens: int) -> int:

@@ -2,7 +2,9 @@
 
 * :class:`RealtimeSession` -- push microphone audio, ``async for`` typed events.
 * :class:`TurnController` -- the Silence / UserSpeaking / UserPaused / BotReplying state machine with
-  speculative replies and barge-in.
+  speculative replies and barge-in; the one owner of turn state, fed typed input events
+  (:mod:`stepaudio.realtime.inputs`) from one :class:`Inbox`.
+* :class:`ModelWorkers` / :class:`ManualWorkers` -- where model work runs (threads / only when told).
 * :class:`ConversationContext` -- history as text under a token budget.
 * :class:`SileroVAD` / :class:`ScriptedVAD` -- voice activity detection.
 * ``stepaudio serve-realtime`` (:mod:`stepaudio.realtime.server`) -- WebSocket server + browser page.
@@ -25,9 +27,10 @@ from .events import (
     Transcript,
     TurnMetrics,
 )
+from .inputs import Inbox
 from .session import RealtimeSession
 from .vad import ScriptedVAD, SileroVAD, SpeechGate, VoiceActivityDetector
-from .workers import ModelWorkers
+from .workers import ManualWorkers, ModelWorkers
 
 __all__ = [
     "FRAME_SAMPLES",
@@ -38,6 +41,8 @@ __all__ = [
     "ConversationContext",
     "ConversationState",
     "ErrorEvent",
+    "Inbox",
+    "ManualWorkers",
     "ModelWorkers",
     "RealtimeConfig",
     "RealtimeEvent",

@@ -50,6 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sessions", type=int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024, help="client message limit (64 KiB)")
     parser.add_argument("--idle-timeout", type=float, default=60.0, help="close silent connections after N s (60)")
+    parser.add_argument(
+        "--max-input-speed",
+        type=float,
+        default=1.5,
+        help="seconds of audio a session may send per second; the rest is dropped (1.5)",
+    )
+    parser.add_argument(
+        "--input-burst", type=float, default=2.0, help="seconds of audio a session may send at once above that (2.0)"
+    )
     parser.add_argument("--pause-ms", type=int, default=200, help="pause that starts a speculative reply (200)")
     parser.add_argument("--end-of-turn-ms", type=int, default=600, help="pause that ends the user turn (600)")
     parser.add_argument("--no-speculation", action="store_true", help="generate replies only at the end of turn")
@@ -71,6 +80,8 @@ OPTION_OF_FIELD = {
     "idle_timeout_s": "--idle-timeout",
     "max_sessions": "--max-sessions",
     "workers": "--workers",
+    "max_input_speed": "--max-input-speed",
+    "input_burst_s": "--input-burst",
 }
 
 
@@ -95,6 +106,8 @@ def build_configs(args: argparse.Namespace) -> tuple[RealtimeConfig, ServerConfi
             idle_timeout_s=args.idle_timeout,
             max_sessions=args.max_sessions,
             workers=args.workers,
+            max_input_speed=args.max_input_speed,
+            input_burst_s=args.input_burst,
         )
     except RealtimeConfigError as error:
         option = OPTION_OF_FIELD.get(error.name or "")

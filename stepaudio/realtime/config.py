@@ -36,6 +36,12 @@ class RealtimeConfig:
         speculative: start replies speculatively at pauses (off: generate only at the end of turn).
         tokenizer_right_context_s: vq06 right context of the streaming tokenizer; it bounds how long
             after the end of speech the tokens cover all of it (see ``StepAudioTokenizer.stream``).
+        stream_gain: scale the streamed microphone audio by the tokenizer's causal gain (0.999 over the
+            turn's running peak; see ``StepAudioTokenizer.stream(causal_gain=True)``), so a quiet
+            microphone gives codes close to the offline, peak-normalised ones.
+        retokenize_turns: at the end of each user turn, tokenize its audio again offline with the exact
+            energy normalisation; the reply (unless a speculative one is committed) and the history use
+            those ids, identical to what the offline path makes of the same audio.
         speaker: TTS voice of the replies.
         system_prompt: system prompt of the chat model.
         max_new_tokens, temperature, top_p, do_sample: reply generation settings.
@@ -57,6 +63,8 @@ class RealtimeConfig:
     preroll_ms: int = 192
     speculative: bool = True
     tokenizer_right_context_s: float = 0.3
+    stream_gain: bool = True
+    retokenize_turns: bool = True
     speaker: str = "Tingting"
     system_prompt: str | None = DEFAULT_VOICE_SYSTEM_PROMPT
     max_new_tokens: int = 256
@@ -90,7 +98,7 @@ class RealtimeConfig:
             check_int(self.max_sentence_chars, "max_sentence_chars", minimum=1)
             check_int(self.context_token_budget, "context_token_budget", minimum=16, hint="tokens of history")
             check_float(self.tokenizer_right_context_s, "tokenizer_right_context_s", minimum=0, exclusive_minimum=True)
-            for name in ("speculative", "do_sample", "transcribe_history"):
+            for name in ("speculative", "do_sample", "transcribe_history", "stream_gain", "retokenize_turns"):
                 check_bool(getattr(self, name), name)
         except InvalidArgumentError as error:
             raise RealtimeConfigError(str(error), name=error.name, value=error.value) from None

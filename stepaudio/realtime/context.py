@@ -1,8 +1,9 @@
 """``ConversationContext``: the chat history of a realtime session, kept as text within a token budget.
 
-Past user turns are held as audio ids only until their transcript is ready (transcribed in the
-background by a pluggable :class:`Transcriber`; by default the chat model with the ASR instruction),
-then as text.  The current user turn is always audio ids.  When the prompt would exceed the token
+Past user turns are held as audio ids only until their transcript is ready (the controller has them
+transcribed on a worker by a pluggable :class:`Transcriber`, by default the chat model with the ASR
+instruction, and hands the text to :meth:`ConversationContext.set_transcript`), then as text.  The
+current user turn is always audio ids.  When the prompt would exceed the token
 budget, the oldest turns are evicted first.  ``compression_ratio`` reports how many audio tokens the
 transcripts replaced per text token.
 """
@@ -10,13 +11,11 @@ transcripts replaced per text token.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..llm.prompts import ASR_INSTRUCTION
-from .workers import ModelWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +63,12 @@ class HistoryTurn:
 
 
 class ConversationContext:
-    """History as text under a token budget; thread-safe (transcripts arrive from worker threads).
+    """History as text under a token budget, owned by one controller (not thread-safe by design).
 
     Args:
         count_text_tokens: text -> number of prompt tokens (the chat tokenizer's length).
         token_budget: prompt tokens the history + current turn may use.
         system_prompt: always kept (not evicted).
-        transcriber: makes transcripts of past user turns; ``None`` keeps them as audio ids.
-        workers: where transcription jobs run.
-        on_transcript: called as ``on_transcript(turn, text)`` from the worker thread.
         count_prompt_tokens: messages -> their exact prompt length (the chat model's ``encode_messages``);
             with ``max_prompt_tokens``, the prompt is measured after the estimate-based eviction and more
             old turns are evicted until it fits, so no reply ever fails on the model's length limit.
@@ -85,60 +81,49 @@ class ConversationContext:
         count_text_tokens: Callable[[str], int],
         token_budget: int,
         system_prompt: str | None = None,
-        transcriber: Transcriber | None = None,
-        workers: ModelWorkers | None = None,
-        on_transcript: Callable[[int, str], None] | None = None,
         count_prompt_tokens: Callable[[list[dict[str, Any]]], int] | None = None,
         max_prompt_tokens: int | None = None,
     ) -> None:
-        if transcriber is not None and workers is None:
-            raise ValueError("a transcriber needs workers to run on")
         self.count_prompt_tokens = count_prompt_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.count_text_tokens = count_text_tokens
         self.token_budget = token_budget
         self.system_prompt = system_prompt
-        self.transcriber = transcriber
-        self.workers = workers
-        self.on_transcript = on_transcript
         self.turns: list[HistoryTurn] = []
         self.evicted_turns = 0
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
         self._audio_tokens_transcribed = 0
         self._text_tokens_of_transcripts = 0
 
     # --------------------------------------------------------------------------------- history updates
     def add_user_turn(self, turn: int, audio_ids: Sequence[int]) -> None:
-        """Record a finished user turn and start its transcription in the background."""
-        entry = HistoryTurn(role="user", turn=turn, audio_ids=list(audio_ids))
-        with self._lock:
-            self.turns.append(entry)
-        if self.transcriber is not None and entry.audio_ids:
-            assert self.workers is not None
-            self.workers.submit(lambda: self._transcribe(entry), name=f"transcript of turn {turn}")
+        """Record a finished user turn as audio ids (its transcript may follow: :meth:`set_transcript`)."""
+        self.turns.append(HistoryTurn(role="user", turn=turn, audio_ids=list(audio_ids)))
+
+    def _user_entry(self, turn: int) -> HistoryTurn | None:
+        for entry in self.turns:
+            if entry.role == "user" and entry.turn == turn:
+                return entry
+        return None  # evicted meanwhile
+
+    def set_user_audio(self, turn: int, audio_ids: Sequence[int]) -> None:
+        """Replace the audio ids of user turn ``turn`` (its final or re-tokenized ids); no-op once evicted."""
+        entry = self._user_entry(turn)
+        if entry is not None:
+            entry.audio_ids = list(audio_ids)
+
+    def set_transcript(self, turn: int, text: str) -> None:
+        """Hold user turn ``turn`` as its transcript from now on; no-op once evicted."""
+        entry = self._user_entry(turn)
+        if entry is None or entry.text is not None:
+            return
+        entry.text = text
+        self._audio_tokens_transcribed += len(entry.audio_ids or ())
+        self._text_tokens_of_transcripts += self.count_text_tokens(text)
 
     def add_assistant_turn(self, turn: int, text: str) -> None:
         """Record what the assistant said (only the played part after a barge-in)."""
         if text.strip():
-            with self._lock:
-                self.turns.append(HistoryTurn(role="assistant", turn=turn, text=text))
-
-    def _transcribe(self, entry: HistoryTurn) -> None:
-        if self._closed.is_set():
-            return
-        assert self.transcriber is not None and entry.audio_ids is not None
-        text = self.transcriber.transcribe(entry.audio_ids)
-        with self._lock:
-            entry.text = text
-            self._audio_tokens_transcribed += len(entry.audio_ids)
-            self._text_tokens_of_transcripts += self.count_text_tokens(text)
-        if self.on_transcript is not None and not self._closed.is_set():
-            self.on_transcript(entry.turn, text)
-
-    def close(self) -> None:
-        """Stop reporting transcripts (jobs already queued return at once)."""
-        self._closed.set()
+            self.turns.append(HistoryTurn(role="assistant", turn=turn, text=text))
 
     # ------------------------------------------------------------------------------------ prompt side
     def _turn_tokens(self, entry: HistoryTurn) -> int:
@@ -162,20 +147,19 @@ class ConversationContext:
         fixed = len(current_audio_ids) + MESSAGE_OVERHEAD_TOKENS
         if self.system_prompt:
             fixed += self.count_text_tokens(self.system_prompt) + MESSAGE_OVERHEAD_TOKENS
-        with self._lock:
-            costs = [self._turn_tokens(entry) for entry in self.turns]
-            while self.turns and fixed + sum(costs) > self.token_budget:
+        costs = [self._turn_tokens(entry) for entry in self.turns]
+        while self.turns and fixed + sum(costs) > self.token_budget:
+            self._evict_oldest(costs)
+        self._drop_leading_assistant(costs)
+        messages = self._assemble(current_audio_ids)
+        total = fixed + sum(costs)
+        if self.count_prompt_tokens is not None and self.max_prompt_tokens is not None:
+            total = self.count_prompt_tokens(messages)
+            while self.turns and total > self.max_prompt_tokens:
                 self._evict_oldest(costs)
-            self._drop_leading_assistant(costs)
-            messages = self._assemble(current_audio_ids)
-            total = fixed + sum(costs)
-            if self.count_prompt_tokens is not None and self.max_prompt_tokens is not None:
+                self._drop_leading_assistant(costs)
+                messages = self._assemble(current_audio_ids)
                 total = self.count_prompt_tokens(messages)
-                while self.turns and total > self.max_prompt_tokens:
-                    self._evict_oldest(costs)
-                    self._drop_leading_assistant(costs)
-                    messages = self._assemble(current_audio_ids)
-                    total = self.count_prompt_tokens(messages)
         return messages, total
 
     def _evict_oldest(self, costs: list[int]) -> None:
@@ -201,7 +185,6 @@ class ConversationContext:
 
     def compression_ratio(self) -> float | None:
         """Audio tokens replaced per transcript token so far (``None`` before the first transcript)."""
-        with self._lock:
-            if self._text_tokens_of_transcripts == 0:
-                return None
-            return self._audio_tokens_transcribed / self._text_tokens_of_transcripts
+        if self._text_tokens_of_transcripts == 0:
+            return None
+        return self._audio_tokens_transcribed / self._text_tokens_of_transcripts

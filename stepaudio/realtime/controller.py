@@ -1,59 +1,87 @@
-"""``TurnController``: the turn-taking state machine of a realtime voice conversation.
+"""``TurnController``: the one owner of a conversation's turn state, a state machine over one input queue.
 
-States: Silence -> UserSpeaking -> UserPaused -> BotReplying -> Silence.
+The controller consumes typed input events (:mod:`stepaudio.realtime.inputs`) with
+:meth:`TurnController.handle`, always on one thread, and tells the client what happens through
+``emit`` (typed :mod:`~stepaudio.realtime.events`).  It never blocks and never waits for a model:
+model work (the tokenizer stream, offline re-tokenization, replies, transcripts) runs on workers that
+only post events back.  Time comes from an injected ``clock``, so tests drive a conversation frame by
+frame with a fake clock and :class:`~stepaudio.realtime.workers.ManualWorkers`, without sleeping.
 
-* **Silence -> UserSpeaking** after ``min_speech_ms`` of speech: a tokenizer stream starts and gets
-  the user's audio (with ``preroll_ms`` of audio from before the detected start).
-* **UserSpeaking -> UserPaused** after ``pause_ms`` of silence: a *speculative* reply starts on the
-  worker queue from the audio ids so far.  Its output is held back.  The streaming tokenizer lags
-  the audio (vq06 right context), so once the ids cover all of the speech a speculative reply made
-  from fewer ids is replaced by one made from all of them (``discarded``, reason ``superseded``).
-* **UserPaused -> UserSpeaking** when speech resumes: the speculative reply is discarded and cancelled.
-* **UserPaused -> BotReplying** after ``end_of_turn_ms`` of silence: the speculative reply is
-  committed (its held output is released at once) if its ids covered all of the user's speech;
-  otherwise it is discarded and a reply is generated now from all the ids.
-* **BotReplying -> Silence** when the reply is generated and its audio has played.
-* **Barge-in**: ``barge_in_ms`` of speech during BotReplying stops the output under the lock
-  (no chunk is sent after it), cancels the chat and TTS work, keeps only the played part of the
-  reply in the history, and starts a new user turn.
+States (:class:`~stepaudio.realtime.events.ConversationState`):
 
-Time: VAD decisions count frames of input audio; what has been *played* is estimated with the
-wall clock from when each chunk was sent (a client plays chunks back to back as they arrive).
+* **Silence -> UserSpeaking** after ``min_speech_ms`` of speech: a user turn starts; its audio (with
+  ``preroll_ms`` from before the detected start) goes to a tokenizer stream on the session's
+  *tokenizer lane*, scaled by the stream's causal gain (``stream_gain``).
+* **UserSpeaking -> UserPaused** after ``pause_ms`` of silence: a *speculative* reply starts from the
+  ids streamed so far; its output is held back.  The tokenizer lags the audio (vq06 right context),
+  so once the streamed ids cover all of the speech, a speculative reply made from fewer ids is replaced
+  (``superseded``).
+* **UserPaused -> UserSpeaking** when speech resumes: the speculative reply is discarded.
+* **UserPaused -> BotReplying** after ``end_of_turn_ms`` of silence: the tokenizer stream is closed
+  and, with ``retokenize_turns``, the turn's audio is tokenized again offline with the exact energy
+  normalisation.  A speculative reply whose ids covered all of the speech is *committed* (its held
+  output is released at once); otherwise the reply starts as soon as the turn's final ids arrive (the
+  offline ids with ``retokenize_turns``, else the stream's): end of turn with lagging tokens simply
+  waits for them.  The history keeps the final ids, later the transcript.
+* **BotReplying -> Silence** when the reply is generated and its audio has played (a deadline the
+  session loop turns into a :class:`~stepaudio.realtime.inputs.Tick`).
+* **Barge-in**: ``barge_in_ms`` of speech during BotReplying drops the reply's output at once (no
+  chunk is emitted after it, since only this thread emits), cancels its work, keeps only the played
+  part of the reply in the history, and starts a new user turn.
+
+Playback is estimated from when each chunk was emitted (a client plays chunks back to back as they
+arrive), refined by the client's own reports (:class:`~stepaudio.realtime.inputs.PlaybackReport`).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import RealtimeConfigError
-from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND
+from ..errors import InvalidArgumentError, PromptError, RealtimeConfigError
+from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_SECONDS
 from .config import FRAME_SAMPLES, SAMPLE_RATE, RealtimeConfig
 from .context import ChatTranscriber, ConversationContext, Transcriber
 from .events import (
     AudioChunk,
     BargeIn,
     ConversationState,
+    ErrorEvent,
     RealtimeEvent,
+    ReplyTextDelta,
     SpeculationUpdate,
     StateChanged,
     Transcript,
     TurnMetrics,
 )
-from .reply import ReplyJob
-from .vad import SpeechGate, VoiceActivityDetector
-from .workers import ModelWorkers
+from .inputs import (
+    ControllerInput,
+    PlaybackReport,
+    ReplyAudio,
+    ReplyDone,
+    ReplySegment,
+    ReplySegmentDone,
+    ReplyText,
+    Tick,
+    TokenizerFailed,
+    TokensReady,
+    TranscriptReady,
+    TurnRetokenized,
+    VoiceFrame,
+)
+from .reply import ReplyJob, SpokenSegment
+from .vad import SpeechGate
+from .workers import JobRunner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TurnController", "SessionCounters", "AUDIO_IDS_PER_SECOND"]
+__all__ = ["TurnController", "SessionCounters", "AUDIO_IDS_PER_SECOND", "PLAYBACK_REPORT_HORIZON_S"]
 
 #: Interleaved audio ids per second of audio (the tokenizer's constant, re-exported under its old name).
 AUDIO_IDS_PER_SECOND = AUDIO_TOKENS_PER_SECOND
@@ -72,6 +100,7 @@ class SessionCounters:
     speculative_discarded: int = 0
     barge_ins: int = 0
     turns: int = 0
+    failed_replies: int = 0
 
     @property
     def commit_rate(self) -> float | None:
@@ -81,75 +110,110 @@ class SessionCounters:
 
 
 @dataclass
-class _TurnRecord:
-    """Per-turn bookkeeping (metrics and playback)."""
+class _UserTurn:
+    """One user turn: its audio, its ids as they arrive, and the measurements of its reply."""
 
     turn: int
-    speech_end_wall: float = 0.0
-    end_of_turn_wall: float | None = None
-    first_audio_wall: float | None = None
+    stream: Any  # the tokenizer stream; touched only by jobs on the tokenizer lane
+    audio: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    speech_end_s: float = 0.0  # turn audio time at the end of the last speech frame
+    speech_end_at: float = 0.0  # clock when that frame was handled
+    ids: list[int] = field(default_factory=list)  # streamed ids so far
+    stream_closed: bool = False
+    offline_ids: list[int] | None = None
+    retokenize_failed: bool = False
+    retokenize_s: float | None = None
+    ended_at: float | None = None  # clock at the end-of-turn decision
+    reply_pending: bool = False  # the turn ended; the reply starts when the final ids are here
+    stored: bool = False  # in the conversation history
+    transcribing: bool = False
+    cancelled: bool = False  # the session closed: lane jobs of this turn return at once
+    # measurements
+    first_audio_at: float | None = None
     started: int = 0
     committed: int = 0
     discarded: int = 0
     committed_chunks: int = 0
     context_tokens: int = 0
-    playback_end_wall: float = 0.0
-    # (wall start, seconds, segment index) of every chunk sent
+
+    def covers_speech(self, id_count: int) -> bool:
+        """Do ``id_count`` ids cover the turn's audio up to the end of its last speech (within one group)?"""
+        return id_count / AUDIO_IDS_PER_SECOND >= self.speech_end_s - GROUP_SECONDS
+
+
+@dataclass
+class _Reply:
+    """The controller's view of one reply job: held-back output, what was emitted, and its timing."""
+
+    job: ReplyJob
+    turn: int
+    speculative: bool
+    audio_ids_used: int
+    live: bool = False  # output goes to the client (a committed or non-speculative reply)
+    buffer: list[RealtimeEvent] = field(default_factory=list)
+    text: str = ""
+    segments: list[SpokenSegment] = field(default_factory=list)
+    chunks: int = 0
+    chunk_segments: list[int] = field(default_factory=list)
+    # (clock start, seconds, segment index) of every emitted chunk
     schedule: list[tuple[float, float, int]] = field(default_factory=list)
-    # the client's latest (played seconds, wall time of the report), if it reports playback
-    client_playback: tuple[float, float] | None = None
+    playback_end: float = 0.0
+    client_playback: tuple[float, float] | None = None  # (played seconds, clock of the report)
+    done: bool = False
+    error: str | None = None
 
 
 class TurnController:
-    """Feeds 16 kHz frames through VAD and the state machine; emits typed events through ``emit``.
+    """The turn-taking state machine of one conversation (see the module docstring).
 
     Args:
         pipeline: a :class:`~stepaudio.StepAudio` (``.encoder``, ``.llm``, ``.decoder``).
-        config: thresholds and generation settings.
-        vad: a voice activity detector for this audio stream.
-        workers: the shared model work queue.
-        emit: receives every event (from the frame thread or a worker thread; never blocks).
+        config: thresholds and generation settings; checked against the models here (reply budget
+            vs. the chat model's ``max_seq_len``, the speaker vs. the TTS speakers folder).
+        workers: where replies and transcripts run (shared by the sessions of a process).
+        tokenizer_lane: where this conversation's tokenizer jobs run, in order (one thread).
+        post: puts an input event on this controller's queue (handed to the jobs).
+        emit: receives every output event (called on the controller's thread; must not block).
+        clock: seconds, monotonic (``time.perf_counter`` by default; tests pass a fake one).
         transcriber: transcripts of past user turns (default: the chat model with the ASR prompt;
             ``config.transcribe_history=False`` keeps past turns as audio ids).
+
+    Raises:
+        RealtimeConfigError: the configuration does not fit the loaded models.
     """
 
     def __init__(
         self,
         pipeline: Any,
         config: RealtimeConfig,
-        vad: VoiceActivityDetector,
-        workers: ModelWorkers,
+        *,
+        workers: JobRunner,
+        tokenizer_lane: JobRunner,
+        post: Callable[[object], None],
         emit: Callable[[RealtimeEvent], None],
+        clock: Callable[[], float] = time.perf_counter,
         transcriber: Transcriber | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.config = config
-        self.vad = vad
         self.workers = workers
+        self.tokenizer_lane = tokenizer_lane
+        self.post = post
         self.emit = emit
-        self.lock = threading.RLock()
-        self.gate = SpeechGate(config.vad_threshold, config.vad_negative_threshold)
+        self.clock = clock
+        max_prompt_tokens = check_config_fits_models(config, pipeline)
         if transcriber is None and config.transcribe_history:
             transcriber = ChatTranscriber(pipeline.llm, config.transcript_max_new_tokens)
-        max_prompt_tokens = pipeline.llm.max_seq_len - config.max_new_tokens  # the model's limit, reply included
-        if max_prompt_tokens < MIN_PROMPT_TOKENS:
-            raise RealtimeConfigError(
-                f"max_new_tokens {config.max_new_tokens} leaves {max_prompt_tokens} prompt tokens in the chat "
-                f"model's max_seq_len {pipeline.llm.max_seq_len}; at least {MIN_PROMPT_TOKENS} are needed: "
-                "lower max_new_tokens",
-                name="max_new_tokens",
-                value=config.max_new_tokens,
-            )
+        self.transcriber = transcriber if config.transcribe_history else None
         self.context = ConversationContext(
             count_text_tokens=lambda text: len(pipeline.llm.tokenizer.encode(text)),
             token_budget=min(config.context_token_budget, max_prompt_tokens),
             count_prompt_tokens=lambda messages: len(pipeline.llm.encode_messages(messages)),
             max_prompt_tokens=max_prompt_tokens,
             system_prompt=config.system_prompt,
-            transcriber=transcriber if config.transcribe_history else None,
-            workers=workers,
-            on_transcript=lambda turn, text: self.emit(Transcript(turn=turn, text=text)),
         )
+        self.gate = SpeechGate(config.vad_threshold, config.vad_negative_threshold)
         self.counters = SessionCounters()
         self.state = ConversationState.SILENCE
         self.turn = 0
@@ -160,25 +224,60 @@ class TurnController:
         self._preroll: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(1, config.preroll_ms * SAMPLE_RATE // (1000 * FRAME_SAMPLES))
         )
-        self._stream: Any = None
-        self._turn_samples = 0
-        self._speech_end_s = 0.0
-        self._speculative: ReplyJob | None = None
-        self._reply: ReplyJob | None = None
-        self._record: _TurnRecord | None = None
+        self._user: _UserTurn | None = None  # the current (or last) user turn
+        self._unsettled: dict[int, _UserTurn] = {}  # turns whose final ids or transcript are still to come
+        self._replies: dict[int, _Reply] = {}  # jobs that have not reported ReplyDone
+        self._speculative: _Reply | None = None
+        self._live: _Reply | None = None
+        self._job_ids = 0
         self._frames_min_speech = config.frames(config.min_speech_ms)
         self._frames_barge_in = config.frames(config.barge_in_ms)
         self._frames_pause = config.frames(config.pause_ms)
         self._frames_end = config.frames(config.end_of_turn_ms)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            VoiceFrame: self._on_voice_frame,
+            TokensReady: self._on_tokens,
+            TurnRetokenized: self._on_retokenized,
+            TokenizerFailed: self._on_tokenizer_failed,
+            ReplyText: self._on_reply_text,
+            ReplySegment: self._on_reply_segment,
+            ReplyAudio: self._on_reply_audio,
+            ReplySegmentDone: self._on_segment_done,
+            ReplyDone: self._on_reply_done,
+            TranscriptReady: self._on_transcript,
+            PlaybackReport: self._on_playback_report,
+            Tick: self._on_tick,
+        }
 
-    # ------------------------------------------------------------------------------------ frame entry
-    def process_frame(self, frame: np.ndarray) -> None:
-        """Advance the conversation by one 32 ms frame (float32 [512], 16 kHz mono)."""
+    # ----------------------------------------------------------------------------------------- entry
+    def handle(self, event: ControllerInput) -> None:
+        """Advance the conversation by one input event (call from one thread only)."""
         if self.closed:
             return
-        speech = self.gate.update(self.vad.speech_probability(frame))
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"TurnController.handle got {type(event).__name__}; expected an input event")
+        handler(event)
+
+    def next_deadline(self) -> float | None:
+        """Clock time at which the controller needs a :class:`Tick` if no other input arrives (or None)."""
+        live = self._live
+        if self.state is ConversationState.BOT_REPLYING and live is not None and live.done:
+            return live.playback_end
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """Replies or tokenizer work of this conversation are still under way."""
+        return bool(self._replies) or any(
+            user.reply_pending or not user.stream_closed for user in self._unsettled.values()
+        )
+
+    # ------------------------------------------------------------------------------------ audio input
+    def _on_voice_frame(self, frame: VoiceFrame) -> None:
+        speech = self.gate.update(frame.speech_probability)
         self.frames_seen += 1
-        self._preroll.append(frame)
+        self._preroll.append(frame.samples)
         self._speech_run = self._speech_run + 1 if speech else 0
         self._silence_run = 0 if speech else self._silence_run + 1
         state = self.state
@@ -192,47 +291,43 @@ class TurnController:
             else:
                 self._maybe_finish_reply()
         else:
-            self._feed_tokenizer(frame, speech)
+            self._add_turn_audio(frame.samples, speech)
             self._advance_user_turn()
 
-    # ------------------------------------------------------------------------------------- user turns
     def _set_state(self, state: ConversationState) -> None:
-        with self.lock:
-            previous, self.state = self.state, state
-            self.emit(StateChanged(state=state, previous=previous, turn=self.turn))
+        previous, self.state = self.state, state
+        self.emit(StateChanged(state=state, previous=previous, turn=self.turn))
 
     def _start_user_turn(self) -> None:
         self.turn += 1
         self.counters.turns += 1
-        self._record = _TurnRecord(turn=self.turn)
-        self._stream = self.pipeline.encoder.stream(
-            SAMPLE_RATE, semantic_right_context_s=self.config.tokenizer_right_context_s
+        stream = self.pipeline.encoder.stream(
+            SAMPLE_RATE,
+            causal_gain=self.config.stream_gain,
+            semantic_right_context_s=self.config.tokenizer_right_context_s,
         )
+        user = _UserTurn(turn=self.turn, stream=stream)
+        self._user = user
+        self._unsettled[user.turn] = user
         preroll = np.concatenate(list(self._preroll))
-        self._turn_samples = preroll.shape[0]
-        self._speech_end_s = self._turn_samples / SAMPLE_RATE
-        self._record.speech_end_wall = time.perf_counter()
-        self._stream.feed(preroll)
+        self._add_turn_audio(preroll, speech=True)
         self._set_state(ConversationState.USER_SPEAKING)
 
-    def _feed_tokenizer(self, frame: np.ndarray, speech: bool) -> None:
-        self._stream.feed(frame)
-        self._turn_samples += frame.shape[0]
+    def _add_turn_audio(self, samples: np.ndarray, speech: bool) -> None:
+        user = self._user
+        assert user is not None
+        user.audio.append(samples)
+        user.samples += samples.shape[0]
         if speech:
-            self._speech_end_s = self._turn_samples / SAMPLE_RATE
-            assert self._record is not None
-            self._record.speech_end_wall = time.perf_counter()
-
-    def _ids_cover_speech(self, id_count: int) -> bool:
-        """Do ``id_count`` ids cover the turn's audio up to the end of its last speech (within one group)?"""
-        return id_count / AUDIO_IDS_PER_SECOND >= self._speech_end_s - 0.12
+            user.speech_end_s = user.samples / SAMPLE_RATE
+            user.speech_end_at = self.clock()
+        self._submit_tokenizer_feed(user, samples)
 
     def _advance_user_turn(self) -> None:
         if self.state is ConversationState.USER_SPEAKING:
             if self._silence_run >= self._frames_pause:
                 self._set_state(ConversationState.USER_PAUSED)
-                if self.config.speculative:
-                    self._start_speculation()
+                self._maybe_speculate()
             return
         # USER_PAUSED
         if self._speech_run >= self._frames_min_speech:
@@ -240,148 +335,366 @@ class TurnController:
             self._set_state(ConversationState.USER_SPEAKING)
         elif self._silence_run >= self._frames_end:
             self._end_user_turn()
-        elif self.config.speculative:
-            job = self._speculative
-            ids = len(self._stream.result)
-            if job is None or (not self._ids_cover_speech(job.audio_ids_used) and self._ids_cover_speech(ids)):
-                self._discard_speculation("superseded")
-                self._start_speculation()
+        else:
+            self._maybe_speculate()
 
-    def _new_job(self, audio_ids: list[int], speculative: bool) -> ReplyJob:
-        messages, tokens = self.context.messages(audio_ids)
-        assert self._record is not None
-        self._record.context_tokens = tokens
-        job = ReplyJob(
-            turn=self.turn,
-            messages=messages,
-            audio_ids_used=len(audio_ids),
-            llm=self.pipeline.llm,
-            tts=self.pipeline.decoder,
-            config=self.config,
-            lock=self.lock,
-            sink=self._on_job_output,
-            on_finished=self._on_job_finished,
-            speculative=speculative,
-        )
-        self.workers.submit(job.run, name=f"{'speculative ' if speculative else ''}reply to turn {self.turn}")
-        return job
+    # -------------------------------------------------------------------------------- tokenizer lane
+    def _submit_tokenizer_feed(self, user: _UserTurn, samples: np.ndarray) -> None:
+        post, turn, stream = self.post, user.turn, user.stream
 
-    def _start_speculation(self) -> None:
-        audio_ids = list(self._stream.result)
-        if not audio_ids:
-            return  # nothing tokenized yet; the next frames will try again
-        self._speculative = self._new_job(audio_ids, speculative=True)
-        assert self._record is not None
-        self._record.started += 1
-        self.counters.speculative_started += 1
-        self.emit(SpeculationUpdate(turn=self.turn, action="started", reason="pause", audio_ids=len(audio_ids)))
-
-    def _discard_speculation(self, reason: str) -> None:
-        job, self._speculative = self._speculative, None
-        if job is None:
-            return
-        job.discard()
-        assert self._record is not None
-        self._record.discarded += 1
-        self.counters.speculative_discarded += 1
-        self.emit(SpeculationUpdate(turn=self.turn, action="discarded", reason=reason, audio_ids=job.audio_ids_used))
-
-    def _end_user_turn(self) -> None:
-        self._stream.close()
-        audio_ids = list(self._stream.result)
-        self._stream = None
-        record = self._record
-        assert record is not None
-        record.end_of_turn_wall = time.perf_counter()
-        job = self._speculative
-        with self.lock:
-            if job is not None and job.failed is None and self._ids_cover_speech(job.audio_ids_used):
-                self._speculative = None
-                record.committed += 1
-                self.counters.speculative_committed += 1
-                self.emit(
-                    SpeculationUpdate(
-                        turn=self.turn, action="committed", reason="end of turn", audio_ids=job.audio_ids_used
-                    )
-                )
-                self._reply = job
-                self._set_state(ConversationState.BOT_REPLYING)
-                record.committed_chunks = job.release()
-            else:
-                if job is not None:
-                    self._discard_speculation("did not cover all the speech")
-                self._set_state(ConversationState.BOT_REPLYING)
-                if audio_ids:
-                    self._reply = self._new_job(audio_ids, speculative=False)
-                else:
-                    logger.warning("turn %d produced no audio ids (too short); not replying", self.turn)
-                    self._reply = None
-        self.context.add_user_turn(self.turn, audio_ids)
-
-    # ------------------------------------------------------------------------------------------ replies
-    def _on_job_output(self, job: ReplyJob, event: RealtimeEvent) -> None:
-        """Released output of a job (called with the lock held)."""
-        record = self._record
-        if job is not self._reply or record is None:
-            return
-        if isinstance(event, AudioChunk):
-            now = time.perf_counter()
-            if record.first_audio_wall is None:
-                record.first_audio_wall = now
-            start = max(now, record.playback_end_wall)
-            record.playback_end_wall = start + event.seconds
-            record.schedule.append((start, event.seconds, job.chunk_segments[event.index]))
-        self.emit(event)
-
-    def _on_job_finished(self, job: ReplyJob) -> None:
-        logger.debug("reply job of turn %d finished (discarded=%s)", job.turn, job.discarded)
-
-    def _maybe_finish_reply(self) -> None:
-        job = self._reply
-        record = self._record
-        with self.lock:
-            if job is not None and not job.finished.is_set():
+        def feed() -> None:
+            if user.cancelled:
                 return
-            if record is not None and time.perf_counter() < record.playback_end_wall:
+            try:
+                ids = stream.feed(samples)
+            except Exception as error:
+                post(TokenizerFailed(turn=turn, error=f"{type(error).__name__}: {error}"))
+                raise
+            if ids:
+                post(TokensReady(turn=turn, ids=tuple(ids)))
+
+        self.tokenizer_lane.submit(feed, name=f"tokenizer feed of turn {turn}")
+
+    def _submit_tokenizer_close(self, user: _UserTurn) -> None:
+        post, turn, stream = self.post, user.turn, user.stream
+        encoder = self.pipeline.encoder
+        retokenize = self.config.retokenize_turns
+        audio = np.concatenate(user.audio)
+
+        def close() -> None:
+            if user.cancelled:
                 return
-            if job is not None:
-                self.context.add_assistant_turn(job.turn, job.text)
-            self._emit_metrics(barge_in=False)
-            self._reply = None
+            try:
+                ids = stream.close()
+            except Exception as error:
+                post(TokenizerFailed(turn=turn, error=f"{type(error).__name__}: {error}"))
+                raise
+            post(TokensReady(turn=turn, ids=tuple(ids), final=True))
+            if not retokenize:
+                return
+            started = time.perf_counter()
+            try:
+                offline = encoder.wav2token(audio, SAMPLE_RATE, enable_trim=False, energy_norm=True)[0]
+            except Exception as error:  # e.g. a turn too short for the offline tokenizer: the stream's ids are used
+                post(TurnRetokenized(turn=turn, ids=None, seconds=time.perf_counter() - started, error=repr(error)))
+                return
+            post(TurnRetokenized(turn=turn, ids=tuple(offline), seconds=time.perf_counter() - started))
+
+        self.tokenizer_lane.submit(close, name=f"tokenizer close of turn {turn}")
+
+    def _on_tokens(self, event: TokensReady) -> None:
+        user = self._unsettled.get(event.turn)
+        if user is None:
+            return
+        user.ids.extend(event.ids)
+        if event.final:
+            user.stream_closed = True
+            self._settle_ids(user)
+        if user is self._user and self.state is ConversationState.USER_PAUSED:
+            self._maybe_speculate()
+
+    def _on_retokenized(self, event: TurnRetokenized) -> None:
+        user = self._unsettled.get(event.turn)
+        if user is None:
+            return
+        user.retokenize_s = event.seconds
+        if event.ids is None:
+            logger.warning(
+                "turn %d could not be tokenized again offline (%s); its streamed ids are used", event.turn, event.error
+            )
+            user.retokenize_failed = True
+        else:
+            user.offline_ids = list(event.ids)
+        self._settle_ids(user)
+
+    def _on_tokenizer_failed(self, event: TokenizerFailed) -> None:
+        user = self._unsettled.pop(event.turn, None)
+        if user is None:
+            return
+        user.cancelled = True
+        self.emit(ErrorEvent(code="tokenizer_failed", message=f"tokenizing turn {event.turn} failed: {event.error}"))
+        if user is self._user and self.state is not ConversationState.SILENCE:
+            self._discard_speculation("the tokenizer failed")
+            self._drop_live_reply()
             self._set_state(ConversationState.SILENCE)
 
-    def report_playback(self, turn: int, played_seconds: float) -> None:
-        """A client's report of how much of reply ``turn`` it has played (refines :meth:`played_text`)."""
-        with self.lock:
-            record = self._record
-            if record is not None and record.turn == turn and self._reply is not None:
-                record.client_playback = (max(0.0, float(played_seconds)), time.perf_counter())
+    @staticmethod
+    def _final_ids(user: _UserTurn, retokenize: bool) -> list[int] | None:
+        """The ids the turn ends with (None while they are still to come)."""
+        if not user.stream_closed:
+            return None
+        if retokenize and not user.retokenize_failed:
+            return user.offline_ids
+        return user.ids
+
+    def _settle_ids(self, user: _UserTurn) -> None:
+        """Final ids arrived: start the waiting reply, update the history, start the transcript."""
+        ids = self._final_ids(user, self.config.retokenize_turns)
+        if ids is None:
+            return
+        if user.reply_pending:
+            user.reply_pending = False
+            self._start_reply(user, ids)
+        if user.stored:
+            self.context.set_user_audio(user.turn, ids)
+            self._maybe_transcribe(user, ids)
+
+    # --------------------------------------------------------------------------------------- replies
+    def _new_reply(self, user: _UserTurn, audio_ids: Sequence[int], speculative: bool) -> _Reply:
+        messages, tokens = self.context.messages(audio_ids)
+        user.context_tokens = tokens
+        self._job_ids += 1
+        job = ReplyJob(self._job_ids, messages, self.pipeline.llm, self.pipeline.decoder, self.config, self.post)
+        reply = _Reply(job=job, turn=user.turn, speculative=speculative, audio_ids_used=len(audio_ids))
+        self._replies[job.job_id] = reply
+        kind = "speculative reply" if speculative else "reply"
+        self.workers.submit(job.run, name=f"{kind} {job.job_id} to turn {user.turn}")
+        return reply
+
+    def _maybe_speculate(self) -> None:
+        """In a pause: start a speculative reply, or replace one the streamed ids have outgrown."""
+        user = self._user
+        if not self.config.speculative or user is None or not user.ids:
+            return
+        current = self._speculative
+        if current is not None:
+            if user.covers_speech(current.audio_ids_used) or not user.covers_speech(len(user.ids)):
+                return
+            self._discard_speculation("superseded")
+        self._speculative = self._new_reply(user, user.ids, speculative=True)
+        user.started += 1
+        self.counters.speculative_started += 1
+        self.emit(SpeculationUpdate(turn=user.turn, action="started", reason="pause", audio_ids=len(user.ids)))
+
+    def _discard_speculation(self, reason: str) -> None:
+        reply, self._speculative = self._speculative, None
+        if reply is None:
+            return
+        reply.job.cancel()
+        reply.buffer.clear()
+        if self._user is not None:
+            self._user.discarded += 1
+        self.counters.speculative_discarded += 1
+        self.emit(SpeculationUpdate(turn=reply.turn, action="discarded", reason=reason, audio_ids=reply.audio_ids_used))
+
+    def _end_user_turn(self) -> None:
+        user = self._user
+        assert user is not None
+        user.ended_at = self.clock()
+        self._submit_tokenizer_close(user)
+        self._set_state(ConversationState.BOT_REPLYING)
+        reply = self._speculative
+        if reply is not None and reply.error is None and user.covers_speech(reply.audio_ids_used):
+            self._speculative = None
+            user.committed += 1
+            self.counters.speculative_committed += 1
+            self.emit(
+                SpeculationUpdate(
+                    turn=user.turn, action="committed", reason="end of turn", audio_ids=reply.audio_ids_used
+                )
+            )
+            user.committed_chunks = sum(isinstance(event, AudioChunk) for event in reply.buffer)
+            self._store_user_turn(user)
+            self._go_live(reply)
+            self._release(reply)
+            return
+        if reply is not None:
+            self._discard_speculation("did not cover all the speech" if reply.error is None else "failed")
+        user.reply_pending = True
+        self._settle_ids(user)  # starts the reply now if the final ids are already here
+
+    def _start_reply(self, user: _UserTurn, ids: list[int]) -> None:
+        if not ids:
+            logger.warning("turn %d produced no audio ids (too short); not replying", user.turn)
+            self._store_user_turn(user)
+            self._maybe_finish_reply()
+            return
+        reply = self._new_reply(user, ids, speculative=False)
+        self._store_user_turn(user)
+        self._go_live(reply)
+
+    def _store_user_turn(self, user: _UserTurn) -> None:
+        """Put the user turn into the history (once), with the best ids known now."""
+        if user.stored:
+            return
+        user.stored = True
+        ids = self._final_ids(user, self.config.retokenize_turns)
+        self.context.add_user_turn(user.turn, ids if ids is not None else user.ids)
+        if ids is not None:
+            self._maybe_transcribe(user, ids)
+
+    def _maybe_transcribe(self, user: _UserTurn, ids: list[int]) -> None:
+        """The turn's final ids are in the history: have them transcribed (the turn is settled after that)."""
+        transcriber = self.transcriber
+        if user.transcribing:
+            return
+        if transcriber is None or not ids:
+            self._unsettled.pop(user.turn, None)  # nothing more will come for this turn
+            return
+        user.transcribing = True
+        post, turn, audio_ids = self.post, user.turn, list(ids)
+
+        def transcribe() -> None:
+            if user.cancelled:
+                return
+            try:
+                text = transcriber.transcribe(audio_ids)
+            except Exception as error:
+                logger.warning("transcribing turn %d failed (%r); it stays as audio ids", turn, error)
+                post(TranscriptReady(turn=turn, text=None, error=repr(error)))
+                return
+            post(TranscriptReady(turn=turn, text=text))
+
+        self.workers.submit(transcribe, name=f"transcript of turn {turn}")
+
+    def _on_transcript(self, event: TranscriptReady) -> None:
+        self._unsettled.pop(event.turn, None)
+        if event.text is None:
+            return
+        self.context.set_transcript(event.turn, event.text)
+        self.emit(Transcript(turn=event.turn, text=event.text))
+
+    def _go_live(self, reply: _Reply) -> None:
+        reply.live = True
+        self._live = reply
+
+    def _release(self, reply: _Reply) -> None:
+        """Emit the output a speculative reply held back."""
+        buffered, reply.buffer = reply.buffer, []
+        for event in buffered:
+            self._emit_output(reply, event)
+
+    def _emit_output(self, reply: _Reply, event: RealtimeEvent) -> None:
+        if isinstance(event, AudioChunk):
+            now = self.clock()
+            user = self._user
+            if user is not None and user.turn == reply.turn and user.first_audio_at is None:
+                user.first_audio_at = now
+            start = max(now, reply.playback_end)
+            reply.playback_end = start + event.seconds
+            reply.schedule.append((start, event.seconds, reply.chunk_segments[event.index]))
+        self.emit(event)
+
+    def _output(self, reply: _Reply, event: RealtimeEvent) -> None:
+        """Route one piece of a reply's output: emitted when live, held when speculative."""
+        if reply.live:
+            self._emit_output(reply, event)
+        elif reply is self._speculative:
+            reply.buffer.append(event)
+
+    def _reply_of(self, job_id: int) -> _Reply | None:
+        """The reply a job's event belongs to, unless it was dropped (discarded or interrupted)."""
+        reply = self._replies.get(job_id)
+        if reply is None or (reply is not self._live and reply is not self._speculative):
+            return None
+        return reply
+
+    def _on_reply_text(self, event: ReplyText) -> None:
+        reply = self._reply_of(event.job)
+        if reply is not None:
+            reply.text += event.text
+            self._output(reply, ReplyTextDelta(turn=reply.turn, text=event.text))
+
+    def _on_reply_segment(self, event: ReplySegment) -> None:
+        reply = self._reply_of(event.job)
+        if reply is not None:
+            reply.segments.append(SpokenSegment(text=event.text))
+
+    def _on_reply_audio(self, event: ReplyAudio) -> None:
+        reply = self._reply_of(event.job)
+        if reply is None:
+            return
+        chunk = AudioChunk(
+            turn=reply.turn,
+            index=reply.chunks,
+            sample_rate=event.sample_rate,
+            samples=event.samples,
+            segment=event.segment,
+            segment_text=reply.segments[event.segment].text,
+        )
+        reply.chunks += 1
+        reply.chunk_segments.append(event.segment)
+        reply.segments[event.segment].seconds += chunk.seconds
+        self._output(reply, chunk)
+
+    def _on_segment_done(self, event: ReplySegmentDone) -> None:
+        reply = self._reply_of(event.job)
+        if reply is not None:
+            reply.segments[event.segment].finished = True
+
+    def _on_reply_done(self, event: ReplyDone) -> None:
+        reply = self._replies.pop(event.job, None)
+        if reply is None:
+            return
+        reply.done = True
+        reply.error = event.error
+        if reply is self._speculative:
+            return  # judged at the end of the turn (a failed one is not committed)
+        if reply is self._live:
+            self._finish_if_failed(reply)
+            self._maybe_finish_reply()
+
+    def _finish_if_failed(self, reply: _Reply) -> None:
+        if reply.error is not None:
+            self.counters.failed_replies += 1
+            self.emit(ErrorEvent(code="reply_failed", message=f"reply to turn {reply.turn} failed: {reply.error}"))
+
+    def _drop_live_reply(self) -> None:
+        reply, self._live = self._live, None
+        if reply is not None:
+            reply.job.cancel()
+
+    def _on_tick(self, event: Tick) -> None:
+        if self.state is ConversationState.BOT_REPLYING:
+            self._maybe_finish_reply()
+
+    def _maybe_finish_reply(self) -> None:
+        """BotReplying -> Silence once the reply is generated and its audio has played."""
+        user = self._user
+        if user is None or user.reply_pending:
+            return
+        reply = self._live
+        if reply is not None and (not reply.done or self.clock() < reply.playback_end):
+            return
+        if reply is not None:
+            self.context.add_assistant_turn(reply.turn, reply.text if reply.error is None else self.played_text()[0])
+        self._emit_metrics(barge_in=False)
+        self._live = None
+        self._set_state(ConversationState.SILENCE)
+
+    # ------------------------------------------------------------------------------------- barge-in
+    def _on_playback_report(self, event: PlaybackReport) -> None:
+        reply = self._live
+        if reply is not None and reply.turn == event.turn:
+            reply.client_playback = (max(0.0, float(event.played_seconds)), self.clock())
 
     def played_text(self, now: float | None = None) -> tuple[str, float]:
-        """The part of the current reply heard by ``now`` (wall clock), and its seconds of audio.
+        """The part of the live reply heard by ``now`` (clock time), and its seconds of audio.
 
-        Without client reports, each chunk is taken to play from when it was sent (or when the chunk
-        before it ends).  A client that reports its playback position (``report_playback``) is
-        believed up to :data:`PLAYBACK_REPORT_HORIZON_S` past its last report, never beyond that
-        estimate.
+        Without client reports, each chunk is taken to play from when it was emitted (or when the chunk
+        before it ends).  A client that reports its playback position is believed up to
+        :data:`PLAYBACK_REPORT_HORIZON_S` past its last report, never beyond that estimate.
         """
-        job, record = self._reply, self._record
-        if job is None or record is None:
+        reply = self._live
+        if reply is None:
             return "", 0.0
-        now = time.perf_counter() if now is None else now
-        heard = [min(max(now - start, 0.0), seconds) for start, seconds, _ in record.schedule]
-        if record.client_playback is not None:
-            reported, reported_at = record.client_playback
+        now = self.clock() if now is None else now
+        heard = [min(max(now - start, 0.0), seconds) for start, seconds, _ in reply.schedule]
+        if reply.client_playback is not None:
+            reported, reported_at = reply.client_playback
             budget = min(sum(heard), reported + min(now - reported_at, PLAYBACK_REPORT_HORIZON_S))
-            for index, (_, seconds, _) in enumerate(record.schedule):
+            for index, (_, seconds, _) in enumerate(reply.schedule):
                 heard[index] = min(seconds, budget)
                 budget -= heard[index]
-        played = [0.0] * len(job.segments)
-        for (_, _, segment_index), seconds in zip(record.schedule, heard, strict=True):
+        played = [0.0] * len(reply.segments)
+        for (_, _, segment_index), seconds in zip(reply.schedule, heard, strict=True):
             played[segment_index] += seconds
         pieces = []
-        for segment, seconds in zip(job.segments, played, strict=True):
+        for segment, seconds in zip(reply.segments, played, strict=True):
             if seconds <= 0.0 or segment.seconds <= 0.0:
+                if segment.seconds <= 0.0 and segment.finished and pieces:
+                    pieces.append(segment.text)  # punctuation between heard segments
+                    continue
                 break
             if segment.finished and seconds >= segment.seconds - 1e-6:
                 pieces.append(segment.text)
@@ -393,55 +706,85 @@ class TurnController:
         return "".join(pieces), sum(played)
 
     def _barge_in(self) -> None:
-        with self.lock:
-            job = self._reply
-            text, seconds = self.played_text()
-            if job is not None:
-                job.discard()
-                self.context.add_assistant_turn(job.turn, text)
-            self.counters.barge_ins += 1
-            self.emit(BargeIn(turn=self.turn, played_text=text, played_seconds=seconds))
-            self._emit_metrics(barge_in=True)
-            self._reply = None
+        user = self._user
+        reply = self._live
+        text, seconds = self.played_text()
+        if reply is not None:
+            self.context.add_assistant_turn(reply.turn, text)
+        self._drop_live_reply()
+        if user is not None and user.reply_pending:  # interrupted before the reply could start
+            user.reply_pending = False
+            self._store_user_turn(user)
+        self.counters.barge_ins += 1
+        self.emit(BargeIn(turn=self.turn, played_text=text, played_seconds=seconds))
+        self._emit_metrics(barge_in=True)
 
     def _emit_metrics(self, barge_in: bool) -> None:
-        record = self._record
-        if record is None:
+        user = self._user
+        if user is None:
             return
-        first_audio = record.first_audio_wall
+        first_audio = user.first_audio_at
+        differing = None
+        if user.offline_ids is not None and user.stream_closed:
+            differing = ids_differing(user.ids, user.offline_ids)
         self.emit(
             TurnMetrics(
-                turn=record.turn,
-                end_of_speech_to_first_audio_s=None if first_audio is None else first_audio - record.speech_end_wall,
+                turn=user.turn,
+                end_of_speech_to_first_audio_s=None if first_audio is None else first_audio - user.speech_end_at,
                 end_of_turn_to_first_audio_s=None
-                if first_audio is None or record.end_of_turn_wall is None
-                else first_audio - record.end_of_turn_wall,
-                speculative_started=record.started,
-                speculative_committed=record.committed,
-                speculative_discarded=record.discarded,
-                committed_audio_chunks=record.committed_chunks,
+                if first_audio is None or user.ended_at is None
+                else first_audio - user.ended_at,
+                speculative_started=user.started,
+                speculative_committed=user.committed,
+                speculative_discarded=user.discarded,
+                committed_audio_chunks=user.committed_chunks,
                 barge_in=barge_in,
                 session_commit_rate=self.counters.commit_rate,
                 session_barge_ins=self.counters.barge_ins,
-                context_tokens=record.context_tokens,
+                context_tokens=user.context_tokens,
                 compression_ratio=self.context.compression_ratio(),
+                streamed_ids_differing=differing,
+                retokenize_s=user.retokenize_s,
             )
         )
 
-    # ------------------------------------------------------------------------------------------ closing
-    @property
-    def busy_jobs(self) -> list[ReplyJob]:
-        """Reply jobs of this conversation that are still working."""
-        return [job for job in (self._speculative, self._reply) if job is not None and not job.finished.is_set()]
-
+    # ---------------------------------------------------------------------------------------- closing
     def close(self) -> None:
-        """Cancel all work of this conversation (jobs stop within a token / chunk)."""
-        with self.lock:
-            self.closed = True
-            for job in (self._speculative, self._reply):
-                if job is not None:
-                    job.discard()
-            self._speculative = None
-            self._reply = None
-        self.context.close()
-        self._stream = None  # an unfinished user turn is dropped with its tokenizer stream
+        """Cancel all work of this conversation (jobs stop within a token / chunk; lane jobs return at once)."""
+        self.closed = True
+        for reply in list(self._replies.values()):
+            reply.job.cancel()
+        for user in self._unsettled.values():
+            user.cancelled = True
+        self._speculative = None
+        self._live = None
+
+
+def ids_differing(streamed: Sequence[int], offline: Sequence[int]) -> int:
+    """Positions where two id sequences differ, counting every id of the longer one beyond the shorter."""
+    common = min(len(streamed), len(offline))
+    mismatches = sum(a != b for a, b in zip(streamed[:common], offline[:common], strict=True))
+    return mismatches + abs(len(streamed) - len(offline))
+
+
+def check_config_fits_models(config: RealtimeConfig, pipeline: Any) -> int:
+    """Check the settings against the loaded models; returns the longest prompt the chat model can take.
+
+    Raises:
+        RealtimeConfigError: the reply budget leaves too little room in the chat model's ``max_seq_len``,
+            or the speaker is not in the TTS speakers folder.
+    """
+    max_prompt_tokens = pipeline.llm.max_seq_len - config.max_new_tokens  # the model's limit, reply included
+    if max_prompt_tokens < MIN_PROMPT_TOKENS:
+        raise RealtimeConfigError(
+            f"max_new_tokens {config.max_new_tokens} leaves {max_prompt_tokens} prompt tokens in the chat "
+            f"model's max_seq_len {pipeline.llm.max_seq_len}; at least {MIN_PROMPT_TOKENS} are needed: "
+            "lower max_new_tokens",
+            name="max_new_tokens",
+            value=config.max_new_tokens,
+        )
+    try:
+        pipeline.decoder.check_speaker(config.speaker)
+    except (PromptError, InvalidArgumentError) as error:
+        raise RealtimeConfigError(f"speaker: {error}", name="speaker", value=config.speaker) from None
+    return max_prompt_tokens

@@ -81,13 +81,20 @@ class ReplyTextDelta(RealtimeEvent):
 
 @dataclass(frozen=True)
 class AudioChunk(RealtimeEvent):
-    """A piece of reply speech: mono float32 ``samples`` at ``sample_rate`` (22050 for Step-Audio-TTS)."""
+    """A piece of reply speech: mono float32 ``samples`` at ``sample_rate`` (22050 for Step-Audio-TTS).
+
+    ``index`` counts the chunks of the reply; ``segment`` is the index of the piece of reply text the
+    chunk speaks (a sentence or clause) and ``segment_text`` that text, so a client can caption what
+    it is playing.
+    """
 
     type: ClassVar[str] = "audio"
     turn: int
     index: int
     sample_rate: int
     samples: np.ndarray = field(repr=False, compare=False)
+    segment: int = 0
+    segment_text: str = ""
 
     @property
     def seconds(self) -> float:
@@ -107,6 +114,8 @@ class AudioChunk(RealtimeEvent):
             "index": self.index,
             "sample_rate": self.sample_rate,
             "samples": int(self.samples.shape[0]),
+            "segment": self.segment,
+            "segment_text": self.segment_text,
         }
 
 
@@ -146,6 +155,10 @@ class TurnMetrics(RealtimeEvent):
         session_barge_ins: interruptions over the whole session so far.
         context_tokens: prompt tokens of the history + current turn used for the reply.
         compression_ratio: audio tokens / transcript tokens of the past user turns in the history.
+        streamed_ids_differing: ids of the turn's streamed tokenization that differ from its offline
+            tokenization (position by position, plus the length difference); ``None`` without
+            ``retokenize_turns`` or before the offline ids arrived.
+        retokenize_s: wall time the offline re-tokenization of the turn took (``None`` without it).
     """
 
     type: ClassVar[str] = "metrics"
@@ -161,6 +174,8 @@ class TurnMetrics(RealtimeEvent):
     session_barge_ins: int
     context_tokens: int
     compression_ratio: float | None
+    streamed_ids_differing: int | None = None
+    retokenize_s: float | None = None
 
 
 @dataclass(frozen=True)

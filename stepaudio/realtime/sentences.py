@@ -23,7 +23,7 @@ class SentenceStreamState:
 
 
 class SentenceStream(Stream[str, list[str]]):
-    """``feed(text delta) -> segments now complete``; ``close() -> [rest]``.
+    """``feed(text delta) -> segments now complete``; ``close() -> [rest]``; ``reset()`` for a new reply.
 
     A segment ends at a sentence end, or -- once the pending text is ``max_chars`` long -- at the last
     clause break (comma, space) before the limit, or hard at the limit.
@@ -55,3 +55,6 @@ class SentenceStream(Stream[str, list[str]]):
     def _flush(self) -> list[str]:
         rest, self.state.pending = self.state.pending, ""
         return [rest] if rest.strip() else []
+
+    def _reset(self) -> None:
+        self.state = SentenceStreamState()

@@ -1,7 +1,9 @@
 """The realtime WebSocket server (``stepaudio serve-realtime``) and its static browser page.
 
-One :class:`~stepaudio.realtime.RealtimeSession` per WebSocket connection; all sessions share one
-loaded :class:`~stepaudio.StepAudio` and one :class:`~stepaudio.realtime.ModelWorkers` queue.  The
+One :class:`~stepaudio.realtime.RealtimeSession` per WebSocket connection, created when the client
+sends ``start`` (with optional per-session settings); all sessions share one loaded
+:class:`~stepaudio.StepAudio` and one :class:`~stepaudio.realtime.ModelWorkers` queue.  Each session's
+audio input is rate limited (:class:`InputRateLimiter`) so one client cannot starve the others.  The
 protocol is described in ``protocol.md`` next to this file.  Built on the ``websockets`` library
 (asyncio API), which also serves the page and its scripts over plain HTTP from the same port.
 """
@@ -10,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ from websockets.http11 import Request, Response
 
 from ..errors import AudioInputError, InvalidArgumentError, RealtimeConfigError, RealtimeProtocolError
 from ..tts.tts import SAMPLE_RATE as OUTPUT_SAMPLE_RATE
-from ..validation import check_float, check_int, invalid_value
+from ..validation import check_float, check_int, describe_value, invalid_value
 from .config import SAMPLE_RATE, RealtimeConfig
 from .context import Transcriber
 from .events import AudioChunk, ErrorEvent, RealtimeEvent
@@ -34,11 +40,23 @@ from .workers import ModelWorkers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServerConfig", "RealtimeServer", "WEBSOCKET_PATH", "STATIC_DIR"]
+__all__ = [
+    "ServerConfig",
+    "RealtimeServer",
+    "InputRateLimiter",
+    "SESSION_CONFIG_KEYS",
+    "WEBSOCKET_PATH",
+    "STATIC_DIR",
+    "parse_control_message",
+    "session_config",
+]
 
 WEBSOCKET_PATH = "/ws"
 STATIC_DIR = Path(__file__).with_name("static")
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+#: Close code when the server's own session settings do not fit its models (the client cannot fix it).
+CLOSE_SERVER_CONFIG = 1011
 
 
 @dataclass
@@ -48,11 +66,15 @@ class ServerConfig:
     Attributes:
         host: interface to bind (default loopback only; use ``0.0.0.0`` deliberately to expose it).
         port: TCP port (0 picks a free one; see :attr:`RealtimeServer.port`).
-        max_message_bytes: larger client messages are refused with an ``error`` event (up to 4x this
-            size; beyond that the connection is closed with code 1009 by the WebSocket layer).
+        max_message_bytes: larger client messages (binary length, or a text message's UTF-8 length) are
+            refused with an ``error`` event (up to 4x this size; beyond that the connection is closed
+            with code 1009 by the WebSocket layer).
         idle_timeout_s: a connection that sends nothing for this long is closed.
         max_sessions: concurrent connections; more are refused with a ``busy`` error.
         workers: model jobs (replies, transcripts) that run at the same time across all sessions.
+        max_input_speed: seconds of audio one session may send per second of wall time (a live
+            microphone sends 1.0); audio beyond it is dropped and answered with ``rate_limited``.
+        input_burst_s: seconds of audio a session may send at once above that speed (network jitter).
     """
 
     host: str = "127.0.0.1"
@@ -61,6 +83,8 @@ class ServerConfig:
     idle_timeout_s: float = 60.0
     max_sessions: int = 8
     workers: int = 1
+    max_input_speed: float = 1.5
+    input_burst_s: float = 2.0
 
     def __post_init__(self) -> None:
         try:
@@ -71,6 +95,21 @@ class ServerConfig:
             check_float(self.idle_timeout_s, "idle_timeout_s", minimum=0, exclusive_minimum=True)
             check_int(self.max_sessions, "max_sessions", minimum=1, maximum=10_000)
             check_int(self.workers, "workers", minimum=1, maximum=256)
+            check_float(
+                self.max_input_speed,
+                "max_input_speed",
+                minimum=1.0,
+                maximum=1000.0,
+                hint="seconds of audio per second; a live microphone sends 1.0, so leave room for network jitter",
+            )
+            check_float(
+                self.input_burst_s,
+                "input_burst_s",
+                minimum=0.0,
+                maximum=600.0,
+                exclusive_minimum=True,
+                hint="seconds of audio a client may send at once above max_input_speed",
+            )
         except InvalidArgumentError as error:
             raise RealtimeConfigError(str(error), name=error.name, value=error.value) from None
 
@@ -117,12 +156,46 @@ def check_bindable(host: str, port: int, host_option: str = "host", port_option:
             ) from None
 
 
-def _error_json(code: str, message: str) -> str:
-    return json.dumps(ErrorEvent(code=code, message=message).to_json(), ensure_ascii=False)
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
-#: Deepest nesting of objects/arrays accepted in a control message (the protocol needs 1).
+def _error_payload(code: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {**ErrorEvent(code=code, message=_one_line(message)).to_json(), **fields}
+
+
+def _error_json(code: str, message: str, **fields: Any) -> str:
+    return json.dumps(_error_payload(code, message, **fields), ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------------ control messages
+#: Deepest nesting of objects/arrays accepted in a control message (the protocol needs 2: start's config).
 MAX_JSON_DEPTH = 8
+
+#: The fields each control message type may carry (anything else is refused, so typos are not ignored).
+MESSAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "start": ("type", "sample_rate", "format", "config"),
+    "playback": ("type", "turn", "played_s"),
+    "ping": ("type",),
+    "stop": ("type",),
+}
+
+#: RealtimeConfig settings a client may choose for its own session (``start``'s ``"config"``).
+SESSION_CONFIG_KEYS: tuple[str, ...] = (
+    "speaker",
+    "system_prompt",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "context_token_budget",
+    "pause_ms",
+    "end_of_turn_ms",
+)
+
+#: Budgets a client may lower but not raise above the server's setting (they bound one session's compute).
+CAPPED_CONFIG_KEYS: tuple[str, ...] = ("max_new_tokens", "context_token_budget")
+
+_EXAMPLE = '{"type": "ping"}'
 
 
 def json_nesting_depth(text: str) -> int:
@@ -147,49 +220,230 @@ def json_nesting_depth(text: str) -> int:
     return deepest
 
 
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def parse_control_message(text: str) -> dict[str, Any]:
-    """A client's JSON control message, checked; raises :class:`RealtimeProtocolError` naming the problem."""
+    """A client's JSON control message, checked; raises :class:`RealtimeProtocolError` naming the problem.
+
+    Checks the nesting depth (before parsing), the JSON syntax, that it is an object with a known string
+    ``type``, that it carries only that type's fields (:data:`MESSAGE_FIELDS`) and their types.  The
+    values of ``start``'s ``"config"`` are checked by :func:`session_config`.
+    """
     depth = json_nesting_depth(text)
     if depth > MAX_JSON_DEPTH:  # json.loads would recurse once per level: refuse before parsing
         raise RealtimeProtocolError(
             "bad_json",
-            f"a control message may nest objects and arrays at most {MAX_JSON_DEPTH} deep; this one nests {depth}",
+            f"a control message may nest objects and arrays at most {MAX_JSON_DEPTH} deep; this one nests {depth}: "
+            "send a flat JSON object such as " + _EXAMPLE,
         )
     try:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise RealtimeProtocolError(
-            "bad_json", f"a text message must be a JSON object; could not parse it: {error}"
-        ) from error
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise RealtimeProtocolError("bad_message", 'a control message must be a JSON object with a string "type"')
-    kind = message["type"]
+            "bad_json",
+            f"a text message must be a JSON object such as {_EXAMPLE}; {describe_value(text, 40)} does not parse "
+            f"as JSON: {error}",
+        ) from None
+    except ValueError:  # Python reads integers of at most 4300 digits (sys.get_int_max_str_digits)
+        raise RealtimeProtocolError(
+            "bad_json",
+            f"a text message must be a JSON object such as {_EXAMPLE}; a number in it has too many digits to read "
+            "(over 4300): send numbers of ordinary size",
+        ) from None
+    if not isinstance(message, dict):
+        raise RealtimeProtocolError(
+            "bad_message",
+            f'a control message must be a JSON object with a string "type" such as {_EXAMPLE}; got '
+            f"{_json_kind(message)} {describe_value(message, 40)}",
+        )
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        got = "no type" if "type" not in message else f"type {describe_value(kind, 40)} ({_json_kind(kind)})"
+        raise RealtimeProtocolError(
+            "bad_message",
+            f'a control message needs a string "type" (start, playback, ping or stop), got {got}; send e.g. {_EXAMPLE}',
+        )
+    if kind not in MESSAGE_FIELDS:
+        raise RealtimeProtocolError(
+            "unknown_type",
+            f"unknown message type {describe_value(kind, 40)}; use 'start', 'playback', 'stop' or 'ping'",
+        )
+    allowed = MESSAGE_FIELDS[kind]
+    unknown = [key for key in message if key not in allowed]
+    if unknown:
+        raise RealtimeProtocolError(
+            "bad_message",
+            f"unknown field {describe_value(unknown[0], 40)} in a {kind!r} message; it takes only "
+            f"{', '.join(allowed)} (drop the field or check its spelling)",
+        )
     if kind == "start":
         rate = message.get("sample_rate", SAMPLE_RATE)
-        if rate != SAMPLE_RATE:
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate != SAMPLE_RATE:
             raise RealtimeProtocolError(
                 "bad_sample_rate",
-                f"the server takes PCM16 mono at {SAMPLE_RATE} Hz; the start message declared {rate!r}. "
-                f"Resample on the client (an AudioContext at {SAMPLE_RATE} Hz does it) and declare {SAMPLE_RATE}",
+                f"the server takes PCM16 mono at {SAMPLE_RATE} Hz; the start message declared "
+                f"sample_rate={describe_value(rate, 40)}. Resample on the client (an AudioContext at {SAMPLE_RATE} "
+                f"Hz does it) and declare {SAMPLE_RATE}",
             )
         if message.get("format", "pcm16") != "pcm16":
             raise RealtimeProtocolError(
-                "bad_format", f"only format 'pcm16' is supported; got {message.get('format')!r}"
+                "bad_format",
+                f"only format 'pcm16' (16-bit little-endian samples) is supported; the start message declared "
+                f"format={describe_value(message.get('format'), 40)}: send PCM16 and declare 'pcm16'",
+            )
+        config = message.get("config")
+        if config is not None and not isinstance(config, dict):
+            raise RealtimeProtocolError(
+                "bad_config",
+                f'the start message\'s "config" must be a JSON object of session settings such as '
+                f'{{"speaker": "Tingting"}}; got {_json_kind(config)} {describe_value(config, 40)}',
             )
     elif kind == "playback":
         turn, played = message.get("turn"), message.get("played_s")
-        valid_number = isinstance(played, (int, float)) and not isinstance(played, bool) and 0 <= played < 1e6
-        if not isinstance(turn, int) or isinstance(turn, bool) or not valid_number:
+        valid_turn = isinstance(turn, int) and not isinstance(turn, bool) and 0 <= turn < 2**31
+        if not valid_turn or not _is_number(played) or not 0 <= played < 1e6:
             raise RealtimeProtocolError(
                 "bad_message",
-                'a playback message needs an integer "turn" and a non-negative number "played_s"; '
-                f"got turn={turn!r}, played_s={played!r}",
+                'a playback message needs an integer "turn" (the reply\'s turn from its events) and a number '
+                f'"played_s" from 0 (seconds of that reply played); got turn={describe_value(turn, 30)}, '
+                f"played_s={describe_value(played, 30)}",
             )
-    elif kind not in ("stop", "ping"):
-        raise RealtimeProtocolError(
-            "unknown_type", f"unknown message type {kind!r}; use 'start', 'playback', 'stop' or 'ping'"
-        )
     return message
+
+
+def session_config(default: RealtimeConfig, overrides: dict[str, Any] | None) -> RealtimeConfig:
+    """``default`` with a client's per-session settings (``start``'s ``"config"``), checked.
+
+    Only :data:`SESSION_CONFIG_KEYS` may be set; :data:`CAPPED_CONFIG_KEYS` only up to ``default``'s value.
+
+    Raises:
+        RealtimeProtocolError: code ``bad_config``, naming the setting, the value and what is accepted.
+    """
+    if not overrides:
+        return default
+    for key in overrides:
+        if key not in SESSION_CONFIG_KEYS:
+            fields = {field.name for field in dataclasses.fields(RealtimeConfig)}
+            what = "is set by the server only" if key in fields else "is not a session setting"
+            raise RealtimeProtocolError(
+                "bad_config",
+                f"start config: {describe_value(key, 40)} {what}; a session may set "
+                f'{", ".join(SESSION_CONFIG_KEYS)} (drop it from "config")',
+            )
+    try:
+        config = dataclasses.replace(default, **overrides)
+    except RealtimeConfigError as error:
+        raise RealtimeProtocolError("bad_config", f"start config: {error}") from None
+    for key in CAPPED_CONFIG_KEYS:
+        limit = getattr(default, key)
+        if key in overrides and overrides[key] > limit:
+            raise RealtimeProtocolError(
+                "bad_config",
+                f"start config: {key} {overrides[key]} is above this server's limit of {limit}; "
+                f"ask for {limit} or less",
+            )
+    return config
+
+
+# -------------------------------------------------------------------------------------- rate limiting
+class InputRateLimiter:
+    """Token bucket over seconds of audio: at most ``speed`` s per second of wall time, bursts of ``burst_s``.
+
+    The bucket starts full (``burst_s``) and refills at ``speed`` per second of ``clock``.  A frame is
+    admitted when the bucket holds its duration (or is full, for frames longer than the burst), and its
+    duration is taken out; otherwise it is dropped whole.  Drops are counted for :meth:`report_due`,
+    which hands them out at most once per ``report_interval_s``.
+
+    Args:
+        speed: seconds of audio per second of wall time.
+        burst_s: bucket size, seconds of audio.
+        clock: seconds, monotonic (``time.monotonic``; tests pass a fake one).
+        report_interval_s: shortest time between two reports of dropped audio.
+    """
+
+    def __init__(
+        self,
+        speed: float,
+        burst_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        report_interval_s: float = 1.0,
+    ) -> None:
+        self.speed = float(speed)
+        self.burst_s = float(burst_s)
+        self.clock = clock
+        self.report_interval_s = report_interval_s
+        self.accepted_s = 0.0
+        self.dropped_s = 0.0
+        self._tokens = self.burst_s
+        self._updated = clock()
+        self._unreported_s = 0.0
+        self._reported_at: float | None = None
+
+    @property
+    def available_s(self) -> float:
+        """Seconds of audio that may be sent right now."""
+        self._refill()
+        return self._tokens
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.burst_s, self._tokens + max(0.0, now - self._updated) * self.speed)
+        self._updated = now
+
+    def admit(self, seconds: float) -> bool:
+        """Take ``seconds`` of audio if the limit allows it now (True), else count it as dropped (False)."""
+        self._refill()
+        if self._tokens >= min(seconds, self.burst_s):
+            self._tokens -= seconds
+            self.accepted_s += seconds
+            return True
+        self.dropped_s += seconds
+        self._unreported_s += seconds
+        return False
+
+    def report_due(self) -> float | None:
+        """Seconds dropped since the last report when one is due (at most one per interval), else ``None``."""
+        if self._unreported_s <= 0:
+            return None
+        now = self.clock()
+        if self._reported_at is not None and now - self._reported_at < self.report_interval_s:
+            return None
+        self._reported_at = now
+        dropped, self._unreported_s = self._unreported_s, 0.0
+        return dropped
+
+
+# ------------------------------------------------------------------------------------------- server
+@dataclass
+class _Client:
+    """One WebSocket connection and, once it sent ``start``, its session."""
+
+    id: int
+    connection: ServerConnection
+    send_lock: asyncio.Lock
+    session: RealtimeSession | None = None
+    limiter: InputRateLimiter | None = None
+    sender: asyncio.Task | None = None
+
+
+class _CloseConnection(Exception):
+    """Raised by a message handler to end the connection after it has sent what it had to say."""
 
 
 class RealtimeServer:
@@ -197,10 +451,12 @@ class RealtimeServer:
 
     Args:
         pipeline: loaded models shared by every session.
-        config: per-session settings.
+        config: per-session settings (clients may change :data:`SESSION_CONFIG_KEYS` in ``start``).
         server_config: network settings.
         vad_factory: makes one VAD per session (default :class:`SileroVAD`).
         transcriber: transcriber shared by the sessions (default: the chat model, per session).
+        clock: seconds, monotonic, for the input rate limits (tests pass a fake one).
+        session_factory: makes the sessions; takes :class:`RealtimeSession`'s arguments.
     """
 
     def __init__(
@@ -210,14 +466,21 @@ class RealtimeServer:
         server_config: ServerConfig | None = None,
         vad_factory: Any = SileroVAD,
         transcriber: Transcriber | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        session_factory: Callable[..., RealtimeSession] = RealtimeSession,
     ) -> None:
         self.pipeline = pipeline
         self.config = config if config is not None else RealtimeConfig()
         self.server_config = server_config if server_config is not None else ServerConfig()
         self.vad_factory = vad_factory
         self.transcriber = transcriber
+        self.clock = clock
+        self.session_factory = session_factory
         self.workers = ModelWorkers(self.server_config.workers)
+        #: open sessions by id (a connection has one once its ``start`` was accepted)
         self.sessions: dict[int, RealtimeSession] = {}
+        self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.suffix in _CONTENT_TYPES}
@@ -235,88 +498,213 @@ class RealtimeServer:
         return Response(200, "OK", headers, file.read_bytes())
 
     # -------------------------------------------------------------------------------------- WebSocket
-    async def _send_events(self, connection: ServerConnection, session: RealtimeSession) -> None:
-        async for event in session.events():
-            await self._send_event(connection, event)
-
     @staticmethod
-    async def _send_event(connection: ServerConnection, event: RealtimeEvent) -> None:
-        await connection.send(json.dumps(event.to_json(), ensure_ascii=False))
+    async def _send(client: _Client, *messages: str | bytes) -> None:
+        async with client.send_lock:  # an audio header and its samples are never split by another message
+            for message in messages:
+                await client.connection.send(message)
+
+    async def _send_events(self, client: _Client, session: RealtimeSession) -> None:
+        async for event in session.events():
+            try:
+                await self._send_event(client, event)
+            except ConnectionClosed:
+                raise
+            except Exception:  # one event that cannot be sent must not silence the rest
+                logger.exception("realtime session %d: sending a %s event failed", client.id, event.type)
+
+    async def _send_event(self, client: _Client, event: RealtimeEvent) -> None:
+        header = json.dumps(event.to_json(), ensure_ascii=False)
         if isinstance(event, AudioChunk):
-            await connection.send(event.pcm16())
+            await self._send(client, header, event.pcm16())
+        else:
+            await self._send(client, header)
 
     async def _handle(self, connection: ServerConnection) -> None:
         limits = self.server_config
-        if len(self.sessions) >= limits.max_sessions:
-            await connection.send(_error_json("busy", f"the server holds {limits.max_sessions} sessions; retry later"))
+        if len(self._clients) >= limits.max_sessions:
+            await connection.send(
+                _error_json("busy", f"the server holds {limits.max_sessions} sessions, its limit; retry later")
+            )
             await connection.close(1013, "too many sessions")
             return
-        session_id = next(self._ids)
-        session = RealtimeSession(
-            self.pipeline, self.config, workers=self.workers, vad=self.vad_factory(), transcriber=self.transcriber
-        )
-        self.sessions[session_id] = session
-        sender = asyncio.create_task(self._send_events(connection, session))
-        logger.info("realtime session %d opened from %s", session_id, connection.remote_address)
+        client = _Client(next(self._ids), connection, asyncio.Lock())
+        self._clients[client.id] = client
+        logger.info("realtime connection %d opened from %s", client.id, connection.remote_address)
         try:
-            await connection.send(
-                json.dumps(
-                    {
-                        "type": "ready",
-                        "session": session_id,
-                        "input_sample_rate": SAMPLE_RATE,
-                        "output_sample_rate": OUTPUT_SAMPLE_RATE,
-                        "max_message_bytes": limits.max_message_bytes,
-                        "idle_timeout_s": limits.idle_timeout_s,
-                    }
-                )
-            )
-            await self._receive(connection, session)
+            ready = {
+                "type": "ready",
+                "session": client.id,
+                "input_sample_rate": SAMPLE_RATE,
+                "output_sample_rate": OUTPUT_SAMPLE_RATE,
+                "max_message_bytes": limits.max_message_bytes,
+                "idle_timeout_s": limits.idle_timeout_s,
+                "max_input_speed": limits.max_input_speed,
+                "input_burst_s": limits.input_burst_s,
+                "config_keys": list(SESSION_CONFIG_KEYS),
+            }
+            await self._send(client, json.dumps(ready))
+            await self._receive(client)
         except ConnectionClosed:
             pass
         finally:
-            del self.sessions[session_id]
-            await asyncio.to_thread(session.close)  # cancels its replies; joins its frame thread
-            with contextlib.suppress(ConnectionClosed):
-                await sender
-            logger.info("realtime session %d closed", session_id)
+            del self._clients[client.id]
+            if client.session is not None:
+                del self.sessions[client.id]
+                await asyncio.to_thread(client.session.close)  # cancels its replies; joins its frame thread
+            if client.sender is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await client.sender
+            logger.info("realtime connection %d closed", client.id)
 
-    async def _receive(self, connection: ServerConnection, session: RealtimeSession) -> None:
+    async def _receive(self, client: _Client) -> None:
         limits = self.server_config
         while True:
             try:
-                message = await asyncio.wait_for(connection.recv(), timeout=limits.idle_timeout_s)
+                message = await asyncio.wait_for(client.connection.recv(), timeout=limits.idle_timeout_s)
             except TimeoutError:
-                await connection.send(_error_json("idle_timeout", f"nothing received for {limits.idle_timeout_s} s"))
-                await connection.close(1000, "idle timeout")
-                return
-            if len(message) > limits.max_message_bytes:
-                await connection.send(
+                await self._send(
+                    client,
                     _error_json(
-                        "message_too_large",
-                        f"a message of {len(message)} bytes exceeds the limit of {limits.max_message_bytes}; "
-                        "send audio in frames of at most that size (e.g. 20-100 ms)",
-                    )
+                        "idle_timeout",
+                        f"nothing received for {limits.idle_timeout_s} s; keep sending audio (silence included) "
+                        "or a ping to keep the connection",
+                    ),
                 )
-                continue
-            try:
-                if isinstance(message, bytes):
-                    session.push_audio(message, SAMPLE_RATE)
-                    continue
-                control = parse_control_message(message)
-            except RealtimeProtocolError as error:
-                await connection.send(_error_json(error.code, str(error)))
-                continue
-            except AudioInputError as error:
-                await connection.send(_error_json("bad_audio", str(error)))
-                continue
-            if control["type"] == "playback":
-                session.report_playback(control["turn"], float(control["played_s"]))
-            elif control["type"] == "ping":
-                await connection.send(json.dumps({"type": "pong"}))
-            elif control["type"] == "stop":
-                await connection.close(1000, "stopped by the client")
+                await client.connection.close(1000, "idle timeout")
                 return
+            try:
+                await self._on_message(client, message)
+            except RealtimeProtocolError as error:
+                await self._send(client, _error_json(error.code, str(error), **getattr(error, "fields", {})))
+            except _CloseConnection:
+                return
+            except ConnectionClosed:
+                raise
+            except Exception as error:
+                logger.exception("realtime connection %d: handling a message failed", client.id)
+                await self._send(client, _error_json("internal_error", f"handling the message failed: {error!r}"))
+
+    async def _on_message(self, client: _Client, message: str | bytes) -> None:
+        limit = self.server_config.max_message_bytes
+        # a text message is bounded by its UTF-8 size (what went over the wire), not its character count
+        size = len(message) if isinstance(message, bytes) else len(message.encode("utf-8"))
+        if size > limit:
+            kind = "binary" if isinstance(message, bytes) else "text"
+            raise RealtimeProtocolError(
+                "message_too_large",
+                f"a {kind} message of {size} bytes exceeds the limit of {limit} bytes (dropped); send audio in "
+                f"frames of at most that size (20-100 ms of audio is 640-3200 bytes)",
+            )
+        if isinstance(message, bytes):
+            self._on_audio(client, message)
+            return
+        control = parse_control_message(message)
+        kind = control["type"]
+        if kind == "start":
+            await self._start_session(client, control.get("config"))
+        elif kind == "playback":
+            if client.session is None:
+                raise RealtimeProtocolError(
+                    "not_started", 'a playback report before the session started; send {"type": "start"} first'
+                )
+            client.session.report_playback(control["turn"], float(control["played_s"]))
+        elif kind == "ping":
+            await self._send(client, json.dumps({"type": "pong"}))
+        elif kind == "stop":
+            await client.connection.close(1000, "stopped by the client")
+            raise _CloseConnection
+
+    def _on_audio(self, client: _Client, message: bytes) -> None:
+        if not message:
+            raise RealtimeProtocolError(
+                "bad_audio", "an empty binary message carries no audio; send PCM16 frames of 20-100 ms (640-3200 bytes)"
+            )
+        if len(message) % 2:
+            raise RealtimeProtocolError(
+                "bad_audio",
+                f"a binary message of {len(message)} bytes (an odd count) is not whole PCM16 samples; send 2 bytes "
+                "(16-bit little-endian) per sample",
+            )
+        if client.session is None or client.limiter is None:
+            raise RealtimeProtocolError(
+                "not_started",
+                'audio before the session started (dropped); send {"type": "start", "sample_rate": 16000, '
+                '"format": "pcm16"} first and wait for the "started" event',
+            )
+        seconds = len(message) / 2 / SAMPLE_RATE
+        if not client.limiter.admit(seconds):
+            dropped = client.limiter.report_due()
+            if dropped is not None:
+                limits = self.server_config
+                error = RealtimeProtocolError(
+                    "rate_limited",
+                    f"{dropped:.2f} s of audio dropped: a session may send at most {limits.max_input_speed:g} s of "
+                    f"audio per second (bursts of {limits.input_burst_s:g} s); send audio as it is recorded, "
+                    "in real time",
+                )
+                error.fields = {  # type: ignore[attr-defined]
+                    "dropped_s": round(dropped, 3),
+                    "max_input_speed": limits.max_input_speed,
+                    "input_burst_s": limits.input_burst_s,
+                }
+                raise error
+            return
+        try:
+            client.session.push_audio(message, SAMPLE_RATE)
+        except AudioInputError as error:
+            raise RealtimeProtocolError("bad_audio", str(error)) from None
+
+    async def _start_session(self, client: _Client, overrides: dict[str, Any] | None) -> None:
+        if client.session is not None:
+            raise RealtimeProtocolError(
+                "already_started",
+                f"session {client.id} has already started and a connection carries one session; send 'start' once "
+                "(open a new connection for a new session)",
+            )
+        config = session_config(self.config, overrides)
+        try:
+            session = await self._create_session(config)
+        except RealtimeConfigError as error:
+            if overrides and error.name in overrides:  # the client's setting: it may send a corrected start
+                raise RealtimeProtocolError("bad_config", str(error)) from None
+            logger.error("realtime connection %d: the session settings do not fit the models: %s", client.id, error)
+            await self._send(client, _error_json("bad_config", str(error)))
+            await client.connection.close(CLOSE_SERVER_CONFIG, "server session settings do not fit its models")
+            raise _CloseConnection from None
+        except Exception as error:
+            logger.exception("realtime connection %d: creating the session failed", client.id)
+            await self._send(client, _error_json("internal_error", f"creating the session failed: {error!r}"))
+            await client.connection.close(1011, "creating the session failed")
+            raise _CloseConnection from None
+        limits = self.server_config
+        client.session = session
+        client.limiter = InputRateLimiter(limits.max_input_speed, limits.input_burst_s, self.clock)
+        self.sessions[client.id] = session
+        client.sender = asyncio.create_task(self._send_events(client, session))
+        started = {key: getattr(config, key) for key in SESSION_CONFIG_KEYS}
+        await self._send(client, json.dumps({"type": "started", "session": client.id, "config": started}))
+        logger.info("realtime session %d started", client.id)
+
+    async def _create_session(self, config: RealtimeConfig) -> RealtimeSession:
+        """Build the session off the event loop (its VAD and the settings' checks against the models take time)."""
+
+        def build() -> RealtimeSession:
+            return self.session_factory(
+                self.pipeline, config, workers=self.workers, vad=self.vad_factory(), transcriber=self.transcriber
+            )
+
+        future = asyncio.get_running_loop().run_in_executor(None, build)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:  # the connection went away meanwhile: close the session once it exists
+
+            def close_orphan(done: asyncio.Future) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    done.result().close()
+
+            future.add_done_callback(close_orphan)
+            raise
 
     # ---------------------------------------------------------------------------------------- running
     async def start(self) -> Server:

@@ -8,9 +8,14 @@
     async for event in session.events():           # StateChanged, Transcript, ReplyTextDelta,
         ...                                        # AudioChunk, SpeculationUpdate, BargeIn, TurnMetrics
 
-Audio is resampled to 16 kHz (:class:`~stepaudio.resample.ResamplerStream`), cut into 32 ms frames and
-handed to a per-session thread that runs VAD, the streaming tokenizer and the :class:`TurnController`;
-model work (replies, transcripts) runs on a :class:`ModelWorkers` queue that several sessions may share.
+Threads of a session: ``push_audio`` (the caller's thread) resamples to 16 kHz
+(:class:`~stepaudio.resample.ResamplerStream`), cuts 32 ms frames and posts them to the session's
+:class:`~stepaudio.realtime.inputs.Inbox`.  The session loop (one thread) takes every input from that
+inbox -- microphone frames, which it passes through the VAD, tokenizer output, model output, playback
+reports -- hands each to the :class:`TurnController`, and posts a ``Tick`` when the controller's
+deadline passes with nothing else to do.  The tokenizer stream runs on the session's own one-thread
+*tokenizer lane*; replies and transcripts run on a :class:`ModelWorkers` pool that several sessions may
+share.  Workers only post events; only the loop thread changes the conversation.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import queue
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +36,7 @@ from .config import FRAME_SAMPLES, SAMPLE_RATE, RealtimeConfig
 from .context import Transcriber
 from .controller import TurnController
 from .events import ErrorEvent, RealtimeEvent
+from .inputs import AudioFrame, Inbox, PlaybackReport, Tick, VoiceFrame
 from .vad import SileroVAD, VoiceActivityDetector
 from .workers import ModelWorkers
 
@@ -104,11 +110,17 @@ class RealtimeSession:
 
     Args:
         pipeline: the loaded models (shared by any number of sessions).
-        config: thresholds and generation settings (default :class:`RealtimeConfig`).
+        config: thresholds and generation settings (default :class:`RealtimeConfig`); checked against
+            the models here, before any audio is taken.
         workers: the model work queue; pass one :class:`ModelWorkers` to share it between sessions
             (default: a private one with one worker, shut down by :meth:`close`).
         vad: voice activity detector for this session (default: a new :class:`SileroVAD`).
-        transcriber: transcripts of past user turns (default: the chat model with the ASR prompt).
+        transcriber: transcriber of past user turns (default: the chat model with the ASR prompt).
+        clock: monotonic seconds used for every decision and measurement (default ``time.perf_counter``).
+
+    Raises:
+        RealtimeConfigError: the configuration does not fit the models (an unknown speaker, a reply
+            budget the chat model cannot hold).
     """
 
     def __init__(
@@ -119,25 +131,37 @@ class RealtimeSession:
         workers: ModelWorkers | None = None,
         vad: VoiceActivityDetector | None = None,
         transcriber: Transcriber | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config = config if config is not None else RealtimeConfig()
+        self.clock = clock
+        self._channel = _EventChannel()
+        self._inbox = Inbox()
+        self._tokenizer_lane = ModelWorkers(1, name="tokenizer")
         self._owns_workers = workers is None
         self.workers = workers if workers is not None else ModelWorkers(1)
-        self._channel = _EventChannel()
-        self.controller = TurnController(
-            pipeline,
-            self.config,
-            vad if vad is not None else SileroVAD(),
-            self.workers,
-            self._channel.put,
-            transcriber=transcriber,
-        )
-        self._frames: queue.Queue[Any] = queue.Queue()
+        try:
+            self.controller = TurnController(
+                pipeline,
+                self.config,
+                workers=self.workers,
+                tokenizer_lane=self._tokenizer_lane,
+                post=self._inbox.post,
+                emit=self._channel.put,
+                clock=clock,
+                transcriber=transcriber,
+            )
+        except BaseException:
+            self._tokenizer_lane.shutdown()
+            if self._owns_workers:
+                self.workers.shutdown()
+            raise
+        self.vad = vad if vad is not None else SileroVAD()
         self._input_rate: int | None = None
         self._resampler: Any = None
         self._pending = np.zeros(0, dtype=np.float32)
         self._closed = False
-        self._thread = threading.Thread(target=self._process_frames, name="stepaudio-realtime-session", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="stepaudio-realtime-session", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ input
@@ -165,7 +189,7 @@ class RealtimeSession:
         pending = np.concatenate([self._pending, samples])
         whole = pending.shape[0] // FRAME_SAMPLES * FRAME_SAMPLES
         for start in range(0, whole, FRAME_SAMPLES):
-            self._frames.put(pending[start : start + FRAME_SAMPLES])
+            self._inbox.post(AudioFrame(pending[start : start + FRAME_SAMPLES]))
         self._pending = pending[whole:]
 
     @staticmethod
@@ -188,20 +212,32 @@ class RealtimeSession:
             raise AudioInputError("push_audio got NaN or infinite samples; check the audio source")
         return samples
 
-    def _process_frames(self) -> None:
-        while (frame := self._frames.get()) is not _STOP:
+    def _loop(self) -> None:
+        """The session loop: every input, in order, to the controller (the only thread that changes it)."""
+        controller = self.controller
+        while True:
+            deadline = controller.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            event = self._inbox.get(timeout)
+            if event is None:  # the controller's deadline passed with nothing else to do
+                event = Tick()
+            elif event is _STOP:
+                self._inbox.task_done()
+                return
             try:
-                self.controller.process_frame(frame)
+                if isinstance(event, AudioFrame):
+                    event = VoiceFrame(event.samples, self.vad.speech_probability(event.samples))
+                controller.handle(event)
             except Exception as error:
-                logger.exception("realtime session failed on an audio frame")
+                logger.exception("realtime session failed on %s", type(event).__name__)
                 self._channel.put(ErrorEvent(code="internal_error", message=f"processing audio failed: {error!r}"))
             finally:
-                self._frames.task_done()
-        self._frames.task_done()
+                if not isinstance(event, Tick):
+                    self._inbox.task_done()
 
     def wait_processed(self) -> None:
-        """Block until every frame pushed so far has gone through the controller (tests, benchmarks)."""
-        self._frames.join()
+        """Block until every input posted so far (audio frames, model output) has been handled (tests, benchmarks)."""
+        self._inbox.join()
 
     def report_playback(self, turn: int, played_seconds: float) -> None:
         """Tell the session how much of reply ``turn`` the client has actually played (optional).
@@ -209,7 +245,7 @@ class RealtimeSession:
         Used at a barge-in to keep only the heard part of the reply in the history; without reports
         the session assumes each chunk plays as soon as it is sent.
         """
-        self.controller.report_playback(turn, played_seconds)
+        self._inbox.post(PlaybackReport(turn=turn, played_seconds=float(played_seconds)))
 
     # ----------------------------------------------------------------------------------------- output
     async def events(self) -> AsyncIterator[RealtimeEvent]:
@@ -232,9 +268,10 @@ class RealtimeSession:
         if self._closed:
             return
         self._closed = True
-        self.controller.close()
-        self._frames.put(_STOP)
+        self._inbox.post(_STOP)
         self._thread.join()
+        self.controller.close()  # after the loop: only its thread touched the controller before
+        self._tokenizer_lane.shutdown()
         self._channel.close()
         if self._owns_workers:
             self.workers.shutdown()

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio import scale_to_peak
 from ..errors import CheckpointShapeError
+from ..streaming import Stream
 from .paraformer import EncoderStreamState, load_paraformer_encoder
 from .paraformer_frontend import FrontendStreamState, OnlineFrontend, pcm_strides, read_am_mvn
 
@@ -50,12 +52,14 @@ class LinguisticStreamState:
         encoder: the encoder's position, overlap frames and per-layer key/value cache.
         pending: samples of the stride not yet complete.
         strides_done: full strides encoded so far.
+        peak: with ``causal_gain``, the largest ``|sample|`` received so far, else 0.
     """
 
     frontend: FrontendStreamState
     encoder: EncoderStreamState
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     strides_done: int = 0
+    peak: float = 0.0
 
 
 class LinguisticTokenizer:
@@ -172,33 +176,48 @@ def _stack_states(states: list[EncoderStreamState]) -> EncoderStreamState:
     )
 
 
-class LinguisticStream:
-    """vq02 codes of 16 kHz audio fed in pieces; equals the offline codes exactly."""
+class LinguisticStream(Stream[np.ndarray, list[int]]):
+    """vq02 codes of 16 kHz audio fed in pieces; equals the offline codes exactly.
 
-    def __init__(self, tokenizer: LinguisticTokenizer) -> None:
+    ``feed(audio)`` encodes every complete 3840-sample stride and returns its codes; ``close()``
+    encodes the last partial stride as the final one (nothing when it is empty, as upstream);
+    ``reset()`` starts a new clip.
+
+    With ``causal_gain`` the stream normalises the loudness itself, at encode time: each stride is
+    scaled by ``0.999 / max(peak, 0.01)`` with ``peak`` the largest ``|sample|`` received so far
+    (including samples after the stride that arrived in the same chunk); see
+    ``StepAudioTokenizer.stream``.
+    """
+
+    def __init__(self, tokenizer: LinguisticTokenizer, causal_gain: bool = False) -> None:
+        super().__init__()
         self.tokenizer = tokenizer
+        self.causal_gain = bool(causal_gain)
         self.state = tokenizer.new_state()
 
-    def reset(self) -> None:
-        """Forget everything fed so far (start a new clip)."""
+    def _reset(self) -> None:
         self.state = self.tokenizer.new_state()
 
-    def feed(self, audio: np.ndarray) -> list[int]:
-        """Add samples; encode every complete 3840-sample stride."""
+    def _feed(self, audio: np.ndarray) -> list[int]:
         state = self.state
-        state.pending = np.concatenate([state.pending, audio]) if len(state.pending) else np.asarray(audio, np.float32)
+        audio = np.asarray(audio, dtype=np.float32)
+        if self.causal_gain and len(audio):
+            state.peak = max(state.peak, float(np.max(np.abs(audio))))
+        state.pending = np.concatenate([state.pending, audio]) if len(state.pending) else audio
         codes: list[int] = []
         while len(state.pending) >= STRIDE_SAMPLES:
             stride, state.pending = state.pending[:STRIDE_SAMPLES], state.pending[STRIDE_SAMPLES:]
-            codes.extend(self.tokenizer.encode_stride(state, stride, final=False))
+            codes.extend(self.tokenizer.encode_stride(state, self._scaled(stride), final=False))
             state.strides_done += 1
         return codes
 
-    def flush(self) -> list[int]:
-        """Encode the last partial stride as the final one (nothing when it is empty, as upstream)."""
+    def _flush(self) -> list[int]:
         state = self.state
         if len(state.pending) == 0:
             return []
-        codes = self.tokenizer.encode_stride(state, state.pending, final=True)
+        codes = self.tokenizer.encode_stride(state, self._scaled(state.pending), final=True)
         state.pending = np.zeros(0, dtype=np.float32)
         return codes
+
+    def _scaled(self, samples: np.ndarray) -> np.ndarray:
+        return scale_to_peak(samples, self.state.peak) if self.causal_gain else samples

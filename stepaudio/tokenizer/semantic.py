@@ -24,6 +24,10 @@ offline window and never cross an offline window boundary, so
 
 Per-chunk work is one segment encode of at most ``left_context + chunk + right_context`` seconds,
 independent of how much audio came before.
+
+With ``causal_gain`` (``StepAudioTokenizer.stream(causal_gain=True)``) each segment is scaled, when it
+is encoded, by ``0.999 / max(peak, 0.01)`` of the largest ``|sample|`` received so far; the running
+clamp floor follows the gain (a gain ``g`` moves every log10-mel value by ``2 log10 g``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import PEAK_FLOOR, scale_to_peak
 from ..errors import CheckpointError
+from ..streaming import Stream
 from .mel import HOP_LENGTH, log10_mel, normalize_log_mel
 
 logger = logging.getLogger(__name__)
@@ -151,8 +157,12 @@ class SemanticStreamState:
         buffer_start: window position of ``buffer[0]`` (a multiple of 640 samples).
         received: samples of the current window received so far.
         emitted: codes of the current window emitted so far.
-        running_max: largest log10-mel value seen in the current window (clamp floor is this - 8).
+        running_max: largest log10-mel value seen in the current window (clamp floor is this - 8), of
+            audio normalised with ``running_max_peak`` (``causal_gain``; else of the audio as fed).
         windows_done: completed 30 s windows.
+        peak: with ``causal_gain``, the largest ``|sample|`` of the clip so far (all windows), else 0.
+        running_max_peak: the ``peak`` that ``running_max`` refers to; when ``peak`` grows, the gain
+            falls and ``running_max`` moves down by ``2 * log10`` of the gain ratio (a power spectrum).
     """
 
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
@@ -161,10 +171,22 @@ class SemanticStreamState:
     emitted: int = 0
     running_max: float = -math.inf
     windows_done: int = 0
+    peak: float = 0.0
+    running_max_peak: float = 0.0
 
 
-class SemanticStream:
-    """Incremental vq06 codes with bounded per-chunk work (see the module docstring for the design)."""
+class SemanticStream(Stream[np.ndarray, list[int]]):
+    """Incremental vq06 codes with bounded per-chunk work (see the module docstring for the design).
+
+    ``feed(audio)`` returns the codes that became final; ``close()`` returns the codes of the last
+    (partial) window -- a window shorter than 480 samples is dropped, as offline; ``reset()`` starts
+    a new clip.
+
+    With ``causal_gain`` the stream normalises the loudness itself, at encode time: the buffered
+    segment is scaled by ``0.999 / max(peak, 0.01)`` with ``peak`` the largest ``|sample|`` received
+    so far (look-ahead included), so every segment is scaled uniformly by the best peak known when
+    it is encoded (see ``StepAudioTokenizer.stream``).
+    """
 
     def __init__(
         self,
@@ -172,7 +194,9 @@ class SemanticStream:
         left_context_s: float,
         right_context_s: float,
         min_emit_codes: int = 3,
+        causal_gain: bool = False,
     ) -> None:
+        super().__init__()
         if left_context_s < 0 or right_context_s < 0:
             raise ValueError(f"context lengths must be >= 0 s; got left {left_context_s}, right {right_context_s}")
         self.tokenizer = tokenizer
@@ -180,10 +204,16 @@ class SemanticStream:
         self.left_context = max(1, math.ceil(left_context_s * 16000 / SAMPLES_PER_CODE)) * SAMPLES_PER_CODE
         self.right_context = math.ceil(right_context_s * 16000 / SAMPLES_PER_CODE) * SAMPLES_PER_CODE
         self.min_emit_codes = max(1, int(min_emit_codes))
+        self.causal_gain = bool(causal_gain)
         self.state = SemanticStreamState()
 
-    def feed(self, audio: np.ndarray) -> list[int]:
-        """Add 16 kHz samples; return the codes that became final."""
+    def _reset(self) -> None:
+        self.state = SemanticStreamState()
+
+    def _feed(self, audio: np.ndarray) -> list[int]:
+        audio = np.asarray(audio, dtype=np.float32)
+        if self.causal_gain and len(audio):
+            self.state.peak = max(self.state.peak, float(np.max(np.abs(audio))))
         out: list[int] = []
         position = 0
         while position < len(audio):
@@ -198,17 +228,23 @@ class SemanticStream:
                 out.extend(self._emit_ready())
         return out
 
-    def flush(self) -> list[int]:
-        """Codes of the last (partial) window; a window shorter than 480 samples is dropped, as offline."""
+    def _flush(self) -> list[int]:
         if self.state.received >= MIN_WINDOW_SAMPLES:
             return self._finish_window()
-        self.state = SemanticStreamState(windows_done=self.state.windows_done)
+        self.state = SemanticStreamState(windows_done=self.state.windows_done, peak=self.state.peak)
         return []
 
     def _encode_segment(self) -> np.ndarray:
         """Encode the buffered segment; returns codes indexed from ``buffer_start // 640``."""
         state = self.state
-        log_spec = log10_mel(state.buffer)
+        segment = state.buffer
+        if self.causal_gain:
+            segment = scale_to_peak(segment, state.peak)
+            if state.peak != state.running_max_peak:
+                ratio = max(state.running_max_peak, PEAK_FLOOR) / max(state.peak, PEAK_FLOOR)
+                state.running_max += 2.0 * math.log10(ratio)  # -inf stays -inf
+                state.running_max_peak = state.peak
+        log_spec = log10_mel(segment)
         state.running_max = max(state.running_max, float(log_spec.max()))
         return self.tokenizer.encode_mel(normalize_log_mel(log_spec, state.running_max).numpy())
 
@@ -235,5 +271,6 @@ class SemanticStream:
         state = self.state
         total = semantic_code_count(state.received)
         codes = self._take(self._encode_segment(), total) if total > state.emitted else []
-        self.state = SemanticStreamState(windows_done=state.windows_done + 1)
+        # The next window starts empty; the clip's window count and peak carry on.
+        self.state = SemanticStreamState(windows_done=state.windows_done + 1, peak=state.peak)
         return codes

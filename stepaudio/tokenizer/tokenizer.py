@@ -16,7 +16,7 @@ from ..audio import as_waveform, check_finite, load_audio, resample, to_mono, tr
 from ..audio import energy_norm as normalize_energy
 from ..device import resolve_device
 from ..errors import AudioInputError, InvalidArgumentError
-from ..validation import check_bool, check_float, check_int, describe_value
+from ..validation import check_bool, check_float, check_int, describe_value, invalid_value
 from .interleave import ids_to_string, interleave
 from .layout import locate_tokenizer_files
 from .linguistic import LinguisticStream, LinguisticTokenizer
@@ -243,35 +243,74 @@ class StepAudioTokenizer:
         sample_rate: int,
         *,
         peak: float | None = None,
+        causal_gain: bool = False,
         semantic_left_context_s: float = 3.0,
         semantic_right_context_s: float = 1.0,
     ) -> TokenizerStream:
-        """Start an independent streaming session (``feed(chunk) -> ids``, ``close() -> ids``).
+        """Start an independent streaming session (``feed(chunk) -> ids``, ``close() -> ids``, ``reset()``).
 
         The concatenated output equals ``wav2token(audio, sample_rate, enable_trim=False,
         energy_norm=False)[0]`` for vq02 exactly and for vq06 up to the bounded-context approximation
         described in :mod:`stepaudio.tokenizer.semantic` (exact when ``semantic_right_context_s >= 30``).
 
+        **Loudness.**  Offline tokenization scales the whole clip by ``0.999 / max(peak, 0.01)``
+        (``energy_norm=True``, the default of ``wav2token`` and ``__call__``), so the codes do not
+        depend on the recording level.  A stream cannot know the clip's peak; it has three choices:
+
+        - neither ``peak`` nor ``causal_gain`` (default): no normalisation; the output equals offline
+          ``energy_norm=False``.  A quiet microphone gives codes unlike offline ``energy_norm=True``.
+        - ``peak``: the 16 kHz peak is known in advance; samples are scaled exactly as offline
+          ``energy_norm=True`` (same float32 operations), so the output equals it.
+        - ``causal_gain=True``: a running peak instead.  ``running_peak`` is the largest ``|sample|`` of
+          the 16 kHz audio fed so far, the current chunk included, and the gain is
+          ``0.999 / max(running_peak, 0.01)``: nothing exceeds 0.999, the gain never rises, and when
+          the first chunk holds the clip's peak (e.g. the whole clip in one chunk) the output equals
+          offline ``energy_norm=True`` (exactly with ``semantic_right_context_s >= 30``).  Before the
+          loudest part arrives, audio is scaled more than offline would scale it (at most 99.9x,
+          the 0.01 floor).  ``state.running_peak`` and ``state.gain`` show the current values.
+
+          The gain is applied when audio is *encoded*, not when it arrives: each 240 ms vq02 stride
+          is scaled when it is complete, and each vq06 segment -- the bounded window of left
+          context, new codes and right context that the stream re-encodes anyway -- is scaled as a
+          whole, with the peak of everything received by then (the vq06 clamp floor is moved by the
+          gain change).  So a code is computed from uniformly scaled audio, with a peak that already
+          includes its look-ahead.  Applying the gain to each chunk as it arrives (the buffered
+          audio then mixes gains) was measured too (``benchmarks/loudness.py`` setting: four shared
+          clips at peaks 0.05 / 0.3 / 1.0 after 0.3 s of silence, 32 ms chunks, tiny fixture): ids
+          agreeing with offline ``energy_norm=True`` 92.5% per chunk vs 95.8% at encode time with a
+          0.3 s right context (92.7% vs 98.1% with 1 s); without gain 65%.  The output is
+          independent of the input level as long as the running peak is above 0.01 (bit for bit for
+          power-of-two level changes; otherwise up to float rounding of the scaled samples).
+
         Args:
             sample_rate: rate of the chunks that will be fed (resampled to 16 kHz by
                 :class:`~stepaudio.resample.ResamplerStream`, equal to offline resampling).
-            peak: energy normalisation is global (it needs the whole clip's peak), so a stream does not
-                normalise -- unless the peak of the 16 kHz audio is known in advance: then samples are
-                scaled by ``0.999 / max(peak, 0.01)``, exactly as offline ``energy_norm=True``.
+            peak: the peak of the 16 kHz audio, if known in advance (see above); ``None``: unknown.
+            causal_gain: normalise with the running peak (see above); not together with ``peak``.
             semantic_left_context_s / semantic_right_context_s: audio re-encoded before / required after
                 a vq06 code before it is emitted (latency is about the right context).
         """
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise AudioInputError(f"stream sample_rate must be a positive integer number of Hz; got {sample_rate!r}")
+        causal_gain = check_bool(causal_gain, "causal_gain")
         if peak is not None:
             check_float(peak, "peak", minimum=0, hint="the peak of the 16 kHz audio, or None to not normalise")
+            if causal_gain:
+                raise invalid_value(
+                    "peak",
+                    "None when causal_gain=True",
+                    peak,
+                    "pass peak (the clip's peak, known in advance) or causal_gain=True (a running peak), not both",
+                )
         check_float(semantic_left_context_s, "semantic_left_context_s", minimum=0)
         check_float(semantic_right_context_s, "semantic_right_context_s", minimum=0)
         return TokenizerStream(
             sample_rate=int(sample_rate),
-            linguistic=LinguisticStream(self.linguistic),
-            semantic=SemanticStream(self.semantic, semantic_left_context_s, semantic_right_context_s),
-            gain=None if peak is None else 0.999 / max(float(peak), 0.01),
+            linguistic=LinguisticStream(self.linguistic, causal_gain=causal_gain),
+            semantic=SemanticStream(
+                self.semantic, semantic_left_context_s, semantic_right_context_s, causal_gain=causal_gain
+            ),
+            peak=None if peak is None else float(peak),
         )
 
 

@@ -353,6 +353,15 @@ class StepAudioTTS:
             "wav_path": check_input_file(clone_dict["wav_path"], "clone_dict['wav_path']", _CLIP_WHAT),
         }
 
+    def check_speaker(self, speaker: str) -> None:
+        """Refuse, before any work, a speaker id that is not registered in the speakers folder.
+
+        Raises:
+            InvalidArgumentError: ``speaker`` is not a non-empty string.
+            PromptError: no speakers folder is configured, or it does not list ``speaker``.
+        """
+        self._check_voice(speaker, None)
+
     def _check_voice(self, speaker: object, clone_dict: object) -> tuple[str | None, dict[str, Any] | None]:
         """``(registered speaker id, None)`` or ``(None, checked clone_dict)``."""
         if speaker is not None:

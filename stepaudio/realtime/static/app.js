@@ -1,11 +1,22 @@
 // Browser client of `stepaudio serve-realtime`: microphone -> AudioWorklet -> PCM16 16 kHz frames over
 // the WebSocket; JSON events -> state indicator, transcript, reply text, latency; PCM16 22.05 kHz
-// audio -> scheduled playback.  Everything observable is mirrored in `window.realtime` (tests read it).
+// audio -> scheduled playback.  The connection is shown apart from the conversation state and comes
+// back by itself (backoff 1, 2, 4, 8, 10 s) while Start is in force; Stop ends it.  Everything
+// observable is mirrored in `window.realtime` (tests read it).
 "use strict";
 
+const MAX_LOG_LINES = 500;
+const RECONNECT_DELAYS_S = [1, 2, 4, 8, 10]; // then 10 s for every further attempt
+const FRAME_SAMPLES = 512;
+
 const realtime = {
-  status: "idle", // idle | connecting | running | closed | failed
-  state: "silence",
+  status: "idle", // idle | connecting | running | reconnecting | closed | failed
+  connection: "idle", // idle | connecting | connected | reconnecting | disconnected
+  reconnectIn: null, // seconds until the next attempt while reconnecting
+  reconnects: 0, // reconnection attempts made since Start
+  connects: 0, // sessions started (the server's "started" event) since the page loaded
+  lastClose: null, // {code, reason} of the last connection that ended
+  state: "idle",
   framesSent: 0,
   chunksReceived: 0,
   chunksPlayed: 0,
@@ -14,37 +25,95 @@ const realtime = {
   replyText: "",
   latencies: [],
   errors: [],
+  logLines: 0,
+  logFollowing: true,
   outputSampleRate: 22050,
 };
 window.realtime = realtime;
 
+let wanted = false; // the user pressed Start and not Stop: keep (re)connecting
 let socket = null;
+let sessionStarted = false; // the server accepted this connection's "start"
 let captureContext = null;
 let playbackContext = null;
 let microphone = null;
+let capture = null;
 let nextPlayTime = 0;
 let playing = [];
 let pendingAudioHeader = null;
 let replyTurn = null; // turn of the reply being played
 let replySources = []; // {start, duration} of its scheduled chunks (playback context time)
 let playbackReporter = null;
+let reconnectTimer = null;
+let countdownTimer = null;
+let failedAttempts = 0; // connections in a row that ended before their session started
+let fatalError = null; // an error retrying cannot fix (the server's settings do not fit its models)
+let replyLine = null;
 
 const $ = (id) => document.getElementById(id);
 
-function logLine(text, cls) {
-  const line = document.createElement("p");
-  line.className = cls;
-  line.textContent = text;
-  $("log").appendChild(line);
-  return line;
+// ------------------------------------------------------------------------------------------------ log
+function logAtBottom(log) {
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 8;
 }
 
+function followLog() {
+  const log = $("log");
+  while (log.childElementCount > MAX_LOG_LINES) {
+    const first = log.firstElementChild;
+    const height = first.offsetHeight;
+    log.removeChild(first);
+    if (!realtime.logFollowing) log.scrollTop = Math.max(0, log.scrollTop - height); // keep the view still
+  }
+  realtime.logLines = log.childElementCount;
+  if (realtime.logFollowing) log.scrollTop = log.scrollHeight;
+}
+
+function logLine(text, cls) {
+  const line = document.createElement("p");
+  line.className = cls || "";
+  line.textContent = text;
+  $("log").appendChild(line);
+  followLog();
+  return line;
+}
+realtime.log = logLine; // for tests and the console (JSON.stringify leaves functions out)
+
+$("log").addEventListener("scroll", () => {
+  realtime.logFollowing = logAtBottom($("log")); // scrolled up: stop following until back at the bottom
+});
+
+// --------------------------------------------------------------------------------------- indicators
 function showState(state) {
   realtime.state = state;
   $("state").textContent = state.replace("_", " ");
-  $("state").className = state;
+  $("state").className = `pill ${state}`;
 }
 
+function showConnection(connection, detail) {
+  realtime.connection = connection;
+  const words = {
+    idle: "not started",
+    connecting: "connecting",
+    connected: "connected",
+    reconnecting: `reconnecting in ${realtime.reconnectIn} s`,
+    disconnected: "disconnected",
+  };
+  $("connection").textContent = words[connection] + (detail ? ` (${detail})` : "");
+  $("connection").className = `pill ${connection}`;
+  updateButtons();
+}
+
+function updateButtons() {
+  // Start: begins a conversation, or while waiting to reconnect, retries at once.  Stop: ends it (and
+  // cancels reconnecting).  Neither is ever disabled for a connection problem.
+  const reconnecting = realtime.connection === "reconnecting";
+  $("start").disabled = wanted && !reconnecting;
+  $("start").textContent = reconnecting ? "Reconnect now" : "Start";
+  $("stop").disabled = !wanted;
+}
+
+// ---------------------------------------------------------------------------------------- playback
 function stopPlayback() {
   for (const source of playing) {
     try { source.stop(); } catch (error) { /* already stopped */ }
@@ -52,6 +121,9 @@ function stopPlayback() {
   playing = [];
   nextPlayTime = 0;
   replySources = [];
+  replyTurn = null;
+  pendingAudioHeader = null;
+  replyLine = null;
 }
 
 function secondsOfReplyPlayed() {
@@ -61,7 +133,7 @@ function secondsOfReplyPlayed() {
 
 function reportPlayback() {
   // Tells the server how much of the reply was heard, so a barge-in keeps exactly that in the history.
-  if (replyTurn === null || !socket || socket.readyState !== WebSocket.OPEN) return;
+  if (replyTurn === null || !sessionStarted || !socket || socket.readyState !== WebSocket.OPEN) return;
   socket.send(JSON.stringify({ type: "playback", turn: replyTurn, played_s: secondsOfReplyPlayed() }));
 }
 
@@ -70,7 +142,7 @@ function playPcm16(buffer) {
   const rate = pendingAudioHeader ? pendingAudioHeader.sample_rate : realtime.outputSampleRate;
   pendingAudioHeader = null;
   realtime.chunksReceived += 1;
-  if (pcm.length === 0) return;
+  if (pcm.length === 0 || !playbackContext) return;
   const audio = playbackContext.createBuffer(1, pcm.length, rate);
   const samples = audio.getChannelData(0);
   for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
@@ -89,13 +161,20 @@ function playPcm16(buffer) {
   source.start(start);
 }
 
-let replyLine = null;
-
+// ------------------------------------------------------------------------------------------ events
 function handleEvent(event) {
   switch (event.type) {
     case "ready":
       realtime.outputSampleRate = event.output_sample_rate;
+      break;
+    case "started":
+      sessionStarted = true;
+      failedAttempts = 0;
+      realtime.connects += 1;
       realtime.status = "running";
+      showState("silence");
+      showConnection("connected");
+      if (realtime.connects > 1) logLine(`reconnected (session ${event.session})`, "info");
       break;
     case "state":
       showState(event.state);
@@ -115,6 +194,7 @@ function handleEvent(event) {
       realtime.replyText += event.text;
       if (!replyLine) replyLine = logLine("", "bot");
       replyLine.textContent += event.text;
+      followLog();
       break;
     case "audio":
       pendingAudioHeader = event; // the PCM16 samples follow as one binary message
@@ -132,73 +212,174 @@ function handleEvent(event) {
     case "error":
       realtime.errors.push(event);
       logLine(`error ${event.code}: ${event.message}`, "error");
+      if (event.code === "bad_config") fatalError = event; // retrying with the same settings cannot help
       break;
     default:
       break;
   }
 }
 
-async function start() {
-  $("start").disabled = true;
-  realtime.status = "connecting";
-  try {
-    playbackContext = new AudioContext();
-    captureContext = new AudioContext({ sampleRate: 16000 });
-    await playbackContext.resume();
-    await captureContext.resume();
-    microphone = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-    });
-    await captureContext.audioWorklet.addModule("/static/capture-worklet.js");
-    const source = captureContext.createMediaStreamSource(microphone);
-    const capture = new AudioWorkletNode(captureContext, "pcm16-capture", {
-      processorOptions: { frameSamples: 512 },
-    });
-    const mute = captureContext.createGain();
-    mute.gain.value = 0;
-    source.connect(capture).connect(mute).connect(captureContext.destination);
+// -------------------------------------------------------------------------------------- connection
+function clearReconnect() {
+  if (reconnectTimer !== null) clearTimeout(reconnectTimer);
+  if (countdownTimer !== null) clearInterval(countdownTimer);
+  reconnectTimer = countdownTimer = null;
+  realtime.reconnectIn = null;
+}
 
-    socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
-    socket.binaryType = "arraybuffer";
-    socket.onopen = () => {
-      socket.send(JSON.stringify({ type: "start", sample_rate: 16000, format: "pcm16" }));
-      capture.port.onmessage = (message) => {
-        if (socket.readyState === WebSocket.OPEN) {
-          socket.send(message.data);
-          realtime.framesSent += 1;
-        }
-      };
-    };
-    socket.onmessage = (message) => {
-      if (typeof message.data === "string") handleEvent(JSON.parse(message.data));
-      else playPcm16(message.data);
-    };
-    socket.onclose = () => {
-      realtime.status = realtime.status === "failed" ? "failed" : "closed";
-      $("stop").disabled = true;
-    };
-    socket.onerror = () => {
-      realtime.status = "failed";
-      realtime.errors.push({ code: "socket", message: "WebSocket error" });
-    };
-    playbackReporter = setInterval(reportPlayback, 100);
-    $("stop").disabled = false;
-  } catch (error) {
+function scheduleReconnect(reason) {
+  const delay = RECONNECT_DELAYS_S[Math.min(failedAttempts, RECONNECT_DELAYS_S.length - 1)];
+  failedAttempts += 1;
+  realtime.status = "reconnecting";
+  realtime.reconnectIn = delay;
+  showConnection("reconnecting", reason);
+  countdownTimer = setInterval(() => {
+    realtime.reconnectIn = Math.max(0, realtime.reconnectIn - 1);
+    showConnection("reconnecting", reason);
+  }, 1000);
+  reconnectTimer = setTimeout(() => {
+    clearReconnect();
+    realtime.reconnects += 1;
+    connect();
+  }, delay * 1000);
+}
+
+function connectionLost(closeEvent) {
+  // The server went away (or never answered): no reply can go on, so playback and the conversation
+  // state are reset; the microphone keeps running and its frames are dropped until the next session.
+  socket = null;
+  sessionStarted = false;
+  realtime.lastClose = { code: closeEvent.code, reason: closeEvent.reason };
+  stopPlayback();
+  showState("idle");
+  if (!wanted) return;
+  const reason = closeEvent.reason || `code ${closeEvent.code}`;
+  if (fatalError !== null) {
+    wanted = false;
     realtime.status = "failed";
-    realtime.errors.push({ code: "setup", message: String(error) });
-    logLine(`could not start: ${error}`, "error");
-    $("start").disabled = false;
+    teardownAudio();
+    showConnection("disconnected", fatalError.code);
+    logLine(`disconnected: ${fatalError.message}; not retrying (the server's settings must change)`, "error");
+    return;
+  }
+  logLine(`connection lost (${reason}); reconnecting`, "error");
+  scheduleReconnect(reason);
+}
+
+function connect() {
+  clearReconnect();
+  fatalError = null;
+  if (socket) { // never two connections at once
+    const old = socket;
+    socket = null;
+    old.close(1000, "reconnecting");
+  }
+  sessionStarted = false;
+  realtime.status = "connecting";
+  showConnection("connecting");
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  socket = ws;
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    ws.send(JSON.stringify({ type: "start", sample_rate: 16000, format: "pcm16" }));
+  };
+  ws.onmessage = (message) => {
+    if (ws !== socket) return; // a connection given up on
+    if (typeof message.data === "string") handleEvent(JSON.parse(message.data));
+    else playPcm16(message.data);
+  };
+  ws.onclose = (closeEvent) => {
+    if (ws === socket) connectionLost(closeEvent);
+  };
+  ws.onerror = () => {
+    /* the close event follows and says what to do */
+  };
+}
+
+function sendFrame(message) {
+  // Frames go out only while a session is running (audio before "start" would be refused).
+  if (sessionStarted && socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(message.data);
+    realtime.framesSent += 1;
   }
 }
 
-function stop() {
+// ------------------------------------------------------------------------------------------- audio
+async function setupAudio() {
+  playbackContext = new AudioContext();
+  captureContext = new AudioContext({ sampleRate: 16000 });
+  await playbackContext.resume();
+  await captureContext.resume();
+  microphone = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  });
+  await captureContext.audioWorklet.addModule("/static/capture-worklet.js");
+  const source = captureContext.createMediaStreamSource(microphone);
+  capture = new AudioWorkletNode(captureContext, "pcm16-capture", {
+    processorOptions: { frameSamples: FRAME_SAMPLES },
+  });
+  const mute = captureContext.createGain();
+  mute.gain.value = 0;
+  source.connect(capture).connect(mute).connect(captureContext.destination);
+  capture.port.onmessage = sendFrame;
+  playbackReporter = setInterval(reportPlayback, 100);
+}
+
+function teardownAudio() {
   if (playbackReporter !== null) clearInterval(playbackReporter);
-  if (socket) socket.close();
-  if (microphone) microphone.getTracks().forEach((track) => track.stop());
+  playbackReporter = null;
   stopPlayback();
-  $("start").disabled = false;
+  if (capture) capture.port.onmessage = null;
+  if (microphone) microphone.getTracks().forEach((track) => track.stop());
+  for (const context of [captureContext, playbackContext]) {
+    if (context) context.close().catch(() => {});
+  }
+  capture = microphone = captureContext = playbackContext = null;
+}
+
+// ----------------------------------------------------------------------------------------- buttons
+async function start() {
+  if (wanted) {
+    if (realtime.connection === "reconnecting") { // "Reconnect now"
+      clearReconnect();
+      realtime.reconnects += 1;
+      connect();
+    }
+    return;
+  }
+  wanted = true;
+  failedAttempts = 0;
+  realtime.reconnects = 0;
+  realtime.status = "connecting";
+  showConnection("connecting");
+  try {
+    await setupAudio();
+  } catch (error) {
+    wanted = false;
+    teardownAudio();
+    realtime.status = "failed";
+    realtime.errors.push({ code: "setup", message: String(error) });
+    logLine(`could not start: ${error}`, "error");
+    showConnection("disconnected", "no microphone");
+    return;
+  }
+  if (wanted) connect(); // Stop may have been pressed while the microphone was being opened
+}
+
+function stop() {
+  wanted = false;
+  clearReconnect();
+  const ws = socket;
+  socket = null;
+  sessionStarted = false;
+  if (ws) ws.close(1000, "stopped by the user");
+  teardownAudio();
+  showState("idle");
+  realtime.status = "closed";
+  showConnection("disconnected", "stopped");
 }
 
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", stop);
+showConnection("idle");
 if (new URLSearchParams(location.search).has("autostart")) start();
