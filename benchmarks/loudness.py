@@ -99,20 +99,14 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
+    from common import tokenizer_folder
 
     from stepaudio.tokenizer import StepAudioTokenizer
 
     torch.set_num_threads(args.threads)
     clips = load_clips(args.audio_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.fixture_dir is None:
-            from stepaudio.testing import build_tiny_tokenizer_checkpoint
-
-            start = time.perf_counter()
-            model_path = build_tiny_tokenizer_checkpoint(Path(tmp) / "Step-Audio-Tokenizer")
-            print(f"built tiny fixture tokenizer in {time.perf_counter() - start:.1f} s")
-        else:
-            model_path = args.fixture_dir
+        model_path = tokenizer_folder(args.fixture_dir, Path(tmp))
         tokenizer = StepAudioTokenizer(model_path, device=args.device)
         print(
             f"tokenizer {model_path} (device {args.device}, {args.threads} torch thread(s)); "

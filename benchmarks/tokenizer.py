@@ -75,19 +75,13 @@ def main() -> int:
         parser.error(f"--seconds must be at least {max(MEASURED_SECONDS) + 1}")
 
     import torch
+    from common import tokenizer_folder
 
     from stepaudio.tokenizer import StepAudioTokenizer
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model_path is None:
-            from stepaudio.testing.tokenizer_fixture import build_tiny_tokenizer_checkpoint
-
-            start = time.perf_counter()
-            model_path = build_tiny_tokenizer_checkpoint(Path(tmp) / "Step-Audio-Tokenizer")
-            print(f"built tiny fixture tokenizer in {time.perf_counter() - start:.1f} s")
-        else:
-            model_path = args.model_path
+        model_path = tokenizer_folder(args.model_path, Path(tmp))
         start = time.perf_counter()
         tokenizer = StepAudioTokenizer(model_path, device=args.device)
         print(

@@ -156,3 +156,46 @@ def test_serve_realtime_command_binds_to_loopback_by_default():
     args = build_parser().parse_args(["serve-realtime", "--model-path", "models"])
     assert args.func is run
     assert args.host == "127.0.0.1" and args.port == 8765 and not args.no_speculation
+
+
+def test_session_threads_run_a_whole_turn_and_a_timer_ends_it(realtime_pipeline, shared_audio_dir):
+    """The real threads: session loop, tokenizer lane, model worker; the reply ends by a Tick (no more audio)."""
+    from realtime_helpers import Timeline, fixture_config, speech_audio
+
+    from stepaudio.realtime import (
+        AudioChunk,
+        ConversationState,
+        ErrorEvent,
+        RealtimeSession,
+        StateChanged,
+        TurnMetrics,
+    )
+
+    timeline = Timeline().silence(0.2).talk(speech_audio(shared_audio_dir, 1.0)).silence(0.8)
+    config = fixture_config(end_of_turn_ms=600, transcribe_history=False)
+    session = RealtimeSession(realtime_pipeline, config, vad=ScriptedVAD(timeline.speech))
+
+    async def conversation() -> list:
+        session.push_audio(np.concatenate(timeline.pieces), 16000)  # all at once; nothing after it
+        events = []
+        async for event in session.events():
+            events.append(event)
+            if isinstance(event, StateChanged) and event.state is ConversationState.SILENCE:
+                return events
+        return events
+
+    try:
+        events = asyncio.run(asyncio.wait_for(conversation(), timeout=120))
+        session.wait_processed()
+        assert not session.controller.busy  # no reply or tokenizer work of the session is left
+    finally:
+        session.close()
+    assert [e.state for e in events if isinstance(e, StateChanged)] == [
+        ConversationState.USER_SPEAKING,
+        ConversationState.USER_PAUSED,
+        ConversationState.BOT_REPLYING,
+        ConversationState.SILENCE,
+    ]
+    assert any(isinstance(e, AudioChunk) for e in events) and not any(isinstance(e, ErrorEvent) for e in events)
+    metrics = next(e for e in events if isinstance(e, TurnMetrics))
+    assert metrics.end_of_speech_to_first_audio_s is not None and metrics.retokenize_s is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidArgumentError, RealtimeConfigError
+from ..errors import InvalidArgumentError, PromptError, RealtimeConfigError
 from ..llm.prompts import DEFAULT_VOICE_SYSTEM_PROMPT
 from ..validation import check_bool, check_float, check_int, check_safe_name, check_text
 
@@ -17,6 +17,8 @@ SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512
 #: Longest duration setting accepted (one minute of audio).
 MAX_MILLISECONDS = 60_000
+#: Fewest prompt tokens the chat model must have room for after the reply budget (a system prompt and a turn).
+MIN_PROMPT_TOKENS = 64
 
 
 @dataclass
@@ -111,6 +113,32 @@ class RealtimeConfig:
                 name="end_of_turn_ms",
                 value=self.end_of_turn_ms,
             )
+
+    def check_models(self, pipeline: Any) -> int:
+        """Check the settings against the loaded models (when a session starts, before any audio).
+
+        Returns:
+            The longest prompt the chat model can take with room for the reply
+            (``max_seq_len - max_new_tokens``).
+
+        Raises:
+            RealtimeConfigError: the reply budget leaves fewer than :data:`MIN_PROMPT_TOKENS` prompt tokens
+                in the chat model's ``max_seq_len``, or the TTS speakers folder does not register ``speaker``.
+        """
+        max_prompt_tokens = pipeline.llm.max_seq_len - self.max_new_tokens
+        if max_prompt_tokens < MIN_PROMPT_TOKENS:
+            raise RealtimeConfigError(
+                f"max_new_tokens {self.max_new_tokens} leaves {max_prompt_tokens} prompt tokens in the chat "
+                f"model's max_seq_len {pipeline.llm.max_seq_len}; at least {MIN_PROMPT_TOKENS} are needed: "
+                "lower max_new_tokens",
+                name="max_new_tokens",
+                value=self.max_new_tokens,
+            )
+        try:
+            pipeline.decoder.check_speaker(self.speaker)
+        except (PromptError, InvalidArgumentError) as error:
+            raise RealtimeConfigError(f"speaker: {error}", name="speaker", value=self.speaker) from None
+        return max_prompt_tokens
 
     @staticmethod
     def frames(milliseconds: int) -> int:

@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, PromptError, RealtimeConfigError
 from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_SECONDS
 from .config import FRAME_SAMPLES, SAMPLE_RATE, RealtimeConfig
 from .context import ChatTranscriber, ConversationContext, Transcriber
@@ -87,8 +86,6 @@ __all__ = ["TurnController", "SessionCounters", "AUDIO_IDS_PER_SECOND", "PLAYBAC
 AUDIO_IDS_PER_SECOND = AUDIO_TOKENS_PER_SECOND
 #: A client's playback report is trusted to keep advancing for at most this long after it arrived.
 PLAYBACK_REPORT_HORIZON_S = 0.25
-#: Fewest prompt tokens the chat model must have room for after the reply budget (a system prompt and a turn).
-MIN_PROMPT_TOKENS = 64
 
 
 @dataclass
@@ -202,7 +199,7 @@ class TurnController:
         self.post = post
         self.emit = emit
         self.clock = clock
-        max_prompt_tokens = check_config_fits_models(config, pipeline)
+        max_prompt_tokens = config.check_models(pipeline)
         if transcriber is None and config.transcribe_history:
             transcriber = ChatTranscriber(pipeline.llm, config.transcript_max_new_tokens)
         self.transcriber = transcriber if config.transcribe_history else None
@@ -765,26 +762,3 @@ def ids_differing(streamed: Sequence[int], offline: Sequence[int]) -> int:
     common = min(len(streamed), len(offline))
     mismatches = sum(a != b for a, b in zip(streamed[:common], offline[:common], strict=True))
     return mismatches + abs(len(streamed) - len(offline))
-
-
-def check_config_fits_models(config: RealtimeConfig, pipeline: Any) -> int:
-    """Check the settings against the loaded models; returns the longest prompt the chat model can take.
-
-    Raises:
-        RealtimeConfigError: the reply budget leaves too little room in the chat model's ``max_seq_len``,
-            or the speaker is not in the TTS speakers folder.
-    """
-    max_prompt_tokens = pipeline.llm.max_seq_len - config.max_new_tokens  # the model's limit, reply included
-    if max_prompt_tokens < MIN_PROMPT_TOKENS:
-        raise RealtimeConfigError(
-            f"max_new_tokens {config.max_new_tokens} leaves {max_prompt_tokens} prompt tokens in the chat "
-            f"model's max_seq_len {pipeline.llm.max_seq_len}; at least {MIN_PROMPT_TOKENS} are needed: "
-            "lower max_new_tokens",
-            name="max_new_tokens",
-            value=config.max_new_tokens,
-        )
-    try:
-        pipeline.decoder.check_speaker(config.speaker)
-    except (PromptError, InvalidArgumentError) as error:
-        raise RealtimeConfigError(f"speaker: {error}", name="speaker", value=config.speaker) from None
-    return max_prompt_tokens

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +28,12 @@ from websockets.http11 import Request, Response
 
 from ..errors import AudioInputError, InvalidArgumentError, RealtimeConfigError, RealtimeProtocolError
 from ..tts.tts import SAMPLE_RATE as OUTPUT_SAMPLE_RATE
-from ..validation import check_float, check_int, describe_value, invalid_value
+from ..validation import check_float, check_int, invalid_value
 from .config import SAMPLE_RATE, RealtimeConfig
 from .context import Transcriber
-from .events import AudioChunk, ErrorEvent, RealtimeEvent
+from .events import AudioChunk, RealtimeEvent
+from .messages import SESSION_CONFIG_KEYS, error_json, parse_control_message, session_config
+from .ratelimit import InputRateLimiter
 from .session import RealtimeSession
 from .vad import SileroVAD
 from .workers import ModelWorkers
@@ -156,279 +156,6 @@ def check_bindable(host: str, port: int, host_option: str = "host", port_option:
             ) from None
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _error_payload(code: str, message: str, **fields: Any) -> dict[str, Any]:
-    return {**ErrorEvent(code=code, message=_one_line(message)).to_json(), **fields}
-
-
-def _error_json(code: str, message: str, **fields: Any) -> str:
-    return json.dumps(_error_payload(code, message, **fields), ensure_ascii=False)
-
-
-# ------------------------------------------------------------------------------------ control messages
-#: Deepest nesting of objects/arrays accepted in a control message (the protocol needs 2: start's config).
-MAX_JSON_DEPTH = 8
-
-#: The fields each control message type may carry (anything else is refused, so typos are not ignored).
-MESSAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "start": ("type", "sample_rate", "format", "config"),
-    "playback": ("type", "turn", "played_s"),
-    "ping": ("type",),
-    "stop": ("type",),
-}
-
-#: RealtimeConfig settings a client may choose for its own session (``start``'s ``"config"``).
-SESSION_CONFIG_KEYS: tuple[str, ...] = (
-    "speaker",
-    "system_prompt",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "context_token_budget",
-    "pause_ms",
-    "end_of_turn_ms",
-)
-
-#: Budgets a client may lower but not raise above the server's setting (they bound one session's compute).
-CAPPED_CONFIG_KEYS: tuple[str, ...] = ("max_new_tokens", "context_token_budget")
-
-_EXAMPLE = '{"type": "ping"}'
-
-
-def json_nesting_depth(text: str) -> int:
-    """Deepest ``{``/``[`` nesting of a JSON text, counted without parsing it (brackets in strings ignored)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for character in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif character == "\\":
-                escaped = True
-            elif character == '"':
-                in_string = False
-        elif character == '"':
-            in_string = True
-        elif character in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif character in "]}":
-            depth -= 1
-    return deepest
-
-
-def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def parse_control_message(text: str) -> dict[str, Any]:
-    """A client's JSON control message, checked; raises :class:`RealtimeProtocolError` naming the problem.
-
-    Checks the nesting depth (before parsing), the JSON syntax, that it is an object with a known string
-    ``type``, that it carries only that type's fields (:data:`MESSAGE_FIELDS`) and their types.  The
-    values of ``start``'s ``"config"`` are checked by :func:`session_config`.
-    """
-    depth = json_nesting_depth(text)
-    if depth > MAX_JSON_DEPTH:  # json.loads would recurse once per level: refuse before parsing
-        raise RealtimeProtocolError(
-            "bad_json",
-            f"a control message may nest objects and arrays at most {MAX_JSON_DEPTH} deep; this one nests {depth}: "
-            "send a flat JSON object such as " + _EXAMPLE,
-        )
-    try:
-        message = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RealtimeProtocolError(
-            "bad_json",
-            f"a text message must be a JSON object such as {_EXAMPLE}; {describe_value(text, 40)} does not parse "
-            f"as JSON: {error}",
-        ) from None
-    except ValueError:  # Python reads integers of at most 4300 digits (sys.get_int_max_str_digits)
-        raise RealtimeProtocolError(
-            "bad_json",
-            f"a text message must be a JSON object such as {_EXAMPLE}; a number in it has too many digits to read "
-            "(over 4300): send numbers of ordinary size",
-        ) from None
-    if not isinstance(message, dict):
-        raise RealtimeProtocolError(
-            "bad_message",
-            f'a control message must be a JSON object with a string "type" such as {_EXAMPLE}; got '
-            f"{_json_kind(message)} {describe_value(message, 40)}",
-        )
-    kind = message.get("type")
-    if not isinstance(kind, str):
-        got = "no type" if "type" not in message else f"type {describe_value(kind, 40)} ({_json_kind(kind)})"
-        raise RealtimeProtocolError(
-            "bad_message",
-            f'a control message needs a string "type" (start, playback, ping or stop), got {got}; send e.g. {_EXAMPLE}',
-        )
-    if kind not in MESSAGE_FIELDS:
-        raise RealtimeProtocolError(
-            "unknown_type",
-            f"unknown message type {describe_value(kind, 40)}; use 'start', 'playback', 'stop' or 'ping'",
-        )
-    allowed = MESSAGE_FIELDS[kind]
-    unknown = [key for key in message if key not in allowed]
-    if unknown:
-        raise RealtimeProtocolError(
-            "bad_message",
-            f"unknown field {describe_value(unknown[0], 40)} in a {kind!r} message; it takes only "
-            f"{', '.join(allowed)} (drop the field or check its spelling)",
-        )
-    if kind == "start":
-        rate = message.get("sample_rate", SAMPLE_RATE)
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate != SAMPLE_RATE:
-            raise RealtimeProtocolError(
-                "bad_sample_rate",
-                f"the server takes PCM16 mono at {SAMPLE_RATE} Hz; the start message declared "
-                f"sample_rate={describe_value(rate, 40)}. Resample on the client (an AudioContext at {SAMPLE_RATE} "
-                f"Hz does it) and declare {SAMPLE_RATE}",
-            )
-        if message.get("format", "pcm16") != "pcm16":
-            raise RealtimeProtocolError(
-                "bad_format",
-                f"only format 'pcm16' (16-bit little-endian samples) is supported; the start message declared "
-                f"format={describe_value(message.get('format'), 40)}: send PCM16 and declare 'pcm16'",
-            )
-        config = message.get("config")
-        if config is not None and not isinstance(config, dict):
-            raise RealtimeProtocolError(
-                "bad_config",
-                f'the start message\'s "config" must be a JSON object of session settings such as '
-                f'{{"speaker": "Tingting"}}; got {_json_kind(config)} {describe_value(config, 40)}',
-            )
-    elif kind == "playback":
-        turn, played = message.get("turn"), message.get("played_s")
-        valid_turn = isinstance(turn, int) and not isinstance(turn, bool) and 0 <= turn < 2**31
-        if not valid_turn or not _is_number(played) or not 0 <= played < 1e6:
-            raise RealtimeProtocolError(
-                "bad_message",
-                'a playback message needs an integer "turn" (the reply\'s turn from its events) and a number '
-                f'"played_s" from 0 (seconds of that reply played); got turn={describe_value(turn, 30)}, '
-                f"played_s={describe_value(played, 30)}",
-            )
-    return message
-
-
-def session_config(default: RealtimeConfig, overrides: dict[str, Any] | None) -> RealtimeConfig:
-    """``default`` with a client's per-session settings (``start``'s ``"config"``), checked.
-
-    Only :data:`SESSION_CONFIG_KEYS` may be set; :data:`CAPPED_CONFIG_KEYS` only up to ``default``'s value.
-
-    Raises:
-        RealtimeProtocolError: code ``bad_config``, naming the setting, the value and what is accepted.
-    """
-    if not overrides:
-        return default
-    for key in overrides:
-        if key not in SESSION_CONFIG_KEYS:
-            fields = {field.name for field in dataclasses.fields(RealtimeConfig)}
-            what = "is set by the server only" if key in fields else "is not a session setting"
-            raise RealtimeProtocolError(
-                "bad_config",
-                f"start config: {describe_value(key, 40)} {what}; a session may set "
-                f'{", ".join(SESSION_CONFIG_KEYS)} (drop it from "config")',
-            )
-    try:
-        config = dataclasses.replace(default, **overrides)
-    except RealtimeConfigError as error:
-        raise RealtimeProtocolError("bad_config", f"start config: {error}") from None
-    for key in CAPPED_CONFIG_KEYS:
-        limit = getattr(default, key)
-        if key in overrides and overrides[key] > limit:
-            raise RealtimeProtocolError(
-                "bad_config",
-                f"start config: {key} {overrides[key]} is above this server's limit of {limit}; "
-                f"ask for {limit} or less",
-            )
-    return config
-
-
-# -------------------------------------------------------------------------------------- rate limiting
-class InputRateLimiter:
-    """Token bucket over seconds of audio: at most ``speed`` s per second of wall time, bursts of ``burst_s``.
-
-    The bucket starts full (``burst_s``) and refills at ``speed`` per second of ``clock``.  A frame is
-    admitted when the bucket holds its duration (or is full, for frames longer than the burst), and its
-    duration is taken out; otherwise it is dropped whole.  Drops are counted for :meth:`report_due`,
-    which hands them out at most once per ``report_interval_s``.
-
-    Args:
-        speed: seconds of audio per second of wall time.
-        burst_s: bucket size, seconds of audio.
-        clock: seconds, monotonic (``time.monotonic``; tests pass a fake one).
-        report_interval_s: shortest time between two reports of dropped audio.
-    """
-
-    def __init__(
-        self,
-        speed: float,
-        burst_s: float,
-        clock: Callable[[], float] = time.monotonic,
-        report_interval_s: float = 1.0,
-    ) -> None:
-        self.speed = float(speed)
-        self.burst_s = float(burst_s)
-        self.clock = clock
-        self.report_interval_s = report_interval_s
-        self.accepted_s = 0.0
-        self.dropped_s = 0.0
-        self._tokens = self.burst_s
-        self._updated = clock()
-        self._unreported_s = 0.0
-        self._reported_at: float | None = None
-
-    @property
-    def available_s(self) -> float:
-        """Seconds of audio that may be sent right now."""
-        self._refill()
-        return self._tokens
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self._tokens = min(self.burst_s, self._tokens + max(0.0, now - self._updated) * self.speed)
-        self._updated = now
-
-    def admit(self, seconds: float) -> bool:
-        """Take ``seconds`` of audio if the limit allows it now (True), else count it as dropped (False)."""
-        self._refill()
-        if self._tokens >= min(seconds, self.burst_s):
-            self._tokens -= seconds
-            self.accepted_s += seconds
-            return True
-        self.dropped_s += seconds
-        self._unreported_s += seconds
-        return False
-
-    def report_due(self) -> float | None:
-        """Seconds dropped since the last report when one is due (at most one per interval), else ``None``."""
-        if self._unreported_s <= 0:
-            return None
-        now = self.clock()
-        if self._reported_at is not None and now - self._reported_at < self.report_interval_s:
-            return None
-        self._reported_at = now
-        dropped, self._unreported_s = self._unreported_s, 0.0
-        return dropped
-
-
 # ------------------------------------------------------------------------------------------- server
 @dataclass
 class _Client:
@@ -524,7 +251,7 @@ class RealtimeServer:
         limits = self.server_config
         if len(self._clients) >= limits.max_sessions:
             await connection.send(
-                _error_json("busy", f"the server holds {limits.max_sessions} sessions, its limit; retry later")
+                error_json("busy", f"the server holds {limits.max_sessions} sessions, its limit; retry later")
             )
             await connection.close(1013, "too many sessions")
             return
@@ -565,7 +292,7 @@ class RealtimeServer:
             except TimeoutError:
                 await self._send(
                     client,
-                    _error_json(
+                    error_json(
                         "idle_timeout",
                         f"nothing received for {limits.idle_timeout_s} s; keep sending audio (silence included) "
                         "or a ping to keep the connection",
@@ -576,14 +303,14 @@ class RealtimeServer:
             try:
                 await self._on_message(client, message)
             except RealtimeProtocolError as error:
-                await self._send(client, _error_json(error.code, str(error), **getattr(error, "fields", {})))
+                await self._send(client, error_json(error.code, str(error), **getattr(error, "fields", {})))
             except _CloseConnection:
                 return
             except ConnectionClosed:
                 raise
             except Exception as error:
                 logger.exception("realtime connection %d: handling a message failed", client.id)
-                await self._send(client, _error_json("internal_error", f"handling the message failed: {error!r}"))
+                await self._send(client, error_json("internal_error", f"handling the message failed: {error!r}"))
 
     async def _on_message(self, client: _Client, message: str | bytes) -> None:
         limit = self.server_config.max_message_bytes
@@ -669,12 +396,12 @@ class RealtimeServer:
             if overrides and error.name in overrides:  # the client's setting: it may send a corrected start
                 raise RealtimeProtocolError("bad_config", str(error)) from None
             logger.error("realtime connection %d: the session settings do not fit the models: %s", client.id, error)
-            await self._send(client, _error_json("bad_config", str(error)))
+            await self._send(client, error_json("bad_config", str(error)))
             await client.connection.close(CLOSE_SERVER_CONFIG, "server session settings do not fit its models")
             raise _CloseConnection from None
         except Exception as error:
             logger.exception("realtime connection %d: creating the session failed", client.id)
-            await self._send(client, _error_json("internal_error", f"creating the session failed: {error!r}"))
+            await self._send(client, error_json("internal_error", f"creating the session failed: {error!r}"))
             await client.connection.close(1011, "creating the session failed")
             raise _CloseConnection from None
         limits = self.server_config
