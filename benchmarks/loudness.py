@@ -101,13 +101,14 @@ def main() -> int:
     import torch
     from common import tokenizer_folder
 
-    from stepaudio.tokenizer import StepAudioTokenizer
+    from stepaudio import ModelSettings
+    from stepaudio.assembly import load_tokenizer
 
     torch.set_num_threads(args.threads)
     clips = load_clips(args.audio_dir)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = tokenizer_folder(args.fixture_dir, Path(tmp))
-        tokenizer = StepAudioTokenizer(model_path, device=args.device)
+        tokenizer = load_tokenizer(model_path, ModelSettings(device=args.device))
         print(
             f"tokenizer {model_path} (device {args.device}, {args.threads} torch thread(s)); "
             f"{CHUNK}-sample ({CHUNK * 1000 // SAMPLE_RATE} ms) chunks, semantic_right_context_s={RIGHT_CONTEXT_S}, "

@@ -199,17 +199,15 @@ def run_long_conversation(pipeline, config, audio_dir: Path, turns: int) -> dict
 
 
 def load_pipeline(model_path: str | None, tmp: Path):
-    from stepaudio import StepAudio
+    from stepaudio import ModelSettings, load_pipeline
 
     if model_path is None:
         from stepaudio.testing import build_tiny_checkpoints
 
-        folders = build_tiny_checkpoints(tmp / "fixtures")
-        root, speakers = tmp / "fixtures", folders["speakers"]
-    else:
-        root, speakers = Path(model_path), Path(model_path) / "speakers"
-    pipeline = StepAudio(root, root, root, speakers_dir=speakers)
-    return pipeline, model_path is None
+        build_tiny_checkpoints(tmp / "fixtures")
+        # the random TTS model rarely stops by itself: cap each reply segment
+        return load_pipeline(tmp / "fixtures", ModelSettings(max_speech_seconds=0.6)), True
+    return load_pipeline(model_path), False
 
 
 def main() -> int:
@@ -232,8 +230,6 @@ def main() -> int:
     audio_dir = Path(args.audio_dir)
     with tempfile.TemporaryDirectory() as tmp:
         pipeline, fixture = load_pipeline(args.model_path, Path(tmp))
-        if fixture:
-            pipeline.decoder.max_speech_seconds = 0.6  # the random TTS model rarely stops by itself
         audio, speech = conversation(audio_dir, args.turns, reply_silence_s=3.0)
         base = dict(max_new_tokens=args.max_new_tokens, transcript_max_new_tokens=8, do_sample=False)
         print(f"scripted conversation: {args.turns} turns, {audio.shape[0] / SAMPLE_RATE:.1f} s of audio per session")

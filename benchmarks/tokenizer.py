@@ -77,13 +77,14 @@ def main() -> int:
     import torch
     from common import tokenizer_folder
 
-    from stepaudio.tokenizer import StepAudioTokenizer
+    from stepaudio import ModelSettings
+    from stepaudio.assembly import load_tokenizer
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = tokenizer_folder(args.model_path, Path(tmp))
         start = time.perf_counter()
-        tokenizer = StepAudioTokenizer(model_path, device=args.device)
+        tokenizer = load_tokenizer(model_path, ModelSettings(device=args.device))
         print(
             f"loaded {model_path} in {time.perf_counter() - start:.1f} s "
             f"(device {args.device}, {args.threads} torch thread(s))"

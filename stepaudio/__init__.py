@@ -6,6 +6,10 @@ Public API (upstream call shapes kept)::
     chat = StepAudioChat("Step-Audio-Chat")
     chat([{"role": "user", "content": "Hello"}])
 
+    from stepaudio import ModelSettings, load_pipeline
+    pipeline = load_pipeline("models", ModelSettings(device="cuda"))   # the three official folders in models/
+    text, wav, sample_rate = pipeline(messages, "Tingting")
+
 Importing the package registers the native Step-1 model with transformers' Auto classes.
 """
 
@@ -25,6 +29,8 @@ __version__ = "0.1.0"
 
 # Imported on first use: the tokenizer pulls in onnxruntime and librosa, which take a while to import.
 _LAZY_EXPORTS = {
+    "ModelSettings": "stepaudio.assembly",
+    "load_pipeline": "stepaudio.assembly",
     "StepAudio": "stepaudio.pipeline",
     "StepAudioTTS": "stepaudio.tts.tts",
     "StepAudioTokenizer": "stepaudio.tokenizer",
@@ -40,10 +46,12 @@ def __getattr__(name: str):
         return value
     raise AttributeError(f"module 'stepaudio' has no attribute {name!r}")
 
+
 __all__ = [
     "AudioInputError",
     "AudioTokenError",
     "CheckpointError",
+    "ModelSettings",
     "PromptError",
     "StepAudio",
     "StepAudioChat",
@@ -51,4 +59,5 @@ __all__ = [
     "StepAudioTTS",
     "StepAudioTokenizer",
     "__version__",
+    "load_pipeline",
 ]

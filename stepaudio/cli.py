@@ -42,6 +42,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "stepaudio.tokenizer.cli",
     "stepaudio.testing.cli",
     "stepaudio.realtime.cli",
+    "stepaudio.server.cli",
 )
 
 

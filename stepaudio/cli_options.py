@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from .assembly import OFFICIAL_FOLDERS, ModelSettings, find_model_folder, find_speakers_dir
 from .errors import InputFileError, InvalidArgumentError
 from .validation import check_float, check_input_dir, check_input_file, check_int, check_safe_name
 
 __all__ = [
     "MAX_SEED",
+    "MODEL_FOLDERS",
+    "OPTION_OF_SETTING",
     "StepAudioArgumentParser",
     "add_common_options",
     "add_version_option",
@@ -83,44 +86,42 @@ def add_speech_options(parser: argparse.ArgumentParser) -> None:
 
 
 def default_speakers_dir(model_path: str | Path, speakers_dir: str | Path | None) -> Path | None:
-    """``--speakers-dir`` if given, else ``MODEL_PATH/speakers`` when that folder exists."""
+    """``--speakers-dir`` if given, else ``MODEL_PATH/speakers`` when that folder exists (the factory's rule)."""
     if speakers_dir is not None:
         return Path(speakers_dir)
-    candidate = Path(model_path) / "speakers"
-    return candidate if candidate.is_dir() else None
+    return find_speakers_dir(model_path, None)
 
+
+#: ModelSettings field (and ``root``) -> the command-line option that sets it, so errors name what the user typed.
+OPTION_OF_SETTING = {
+    "root": "--model-path",
+    "tokenizer_path": "--tokenizer-path",
+    "chat_path": "--llm-path",
+    "tts_path": "--tts-path",
+    "speakers_dir": "--speakers-dir",
+    "max_speech_seconds": "--max-speech-seconds",
+    "device": "--device",
+    "dtype": "--dtype",
+    "attention": "--attention",
+    "allow_unknown_tags": "--allow-unknown-tags",
+}
 
 #: Official folder name -> (the option that overrides it, a file that marks the folder).
-MODEL_FOLDERS = {
-    "Step-Audio-Chat": ("--llm-path", "config.json"),
-    "Step-Audio-TTS-3B": ("--tts-path", "config.json"),
-    "Step-Audio-Tokenizer": ("--tokenizer-path", "linguistic_tokenizer.npy"),
-}
+MODEL_FOLDERS = {name: (OPTION_OF_SETTING[field], marker) for name, (field, marker) in OFFICIAL_FOLDERS.items()}
 
 
 def check_model_folder_options(args: argparse.Namespace, needs: tuple[str, ...]) -> None:
     """``--model-path`` is a folder, and each official folder in ``needs`` is found in it or in its override.
 
-    Only the marker files are looked at (nothing is loaded); the loaders check the rest.
+    The folders are found by the factory's one path rule (:func:`stepaudio.assembly.find_model_folder`);
+    only the marker files are looked at (nothing is loaded); the loaders check the rest.
     """
-    from .errors import CheckpointFileNotFoundError
-    from .llm.chat import resolve_model_folder
-
     hint = "pass the folder holding the official Step-Audio folders (or one made by `stepaudio make-fixtures DIR`)"
     check_input_dir(args.model_path, "--model-path", hint=hint)
     for name in needs:
-        option, marker = MODEL_FOLDERS[name]
+        option = MODEL_FOLDERS[name][0]
         override = getattr(args, option[2:].replace("-", "_"), None)
-        folder = check_input_dir(override, option) if override is not None else Path(args.model_path)
-        try:
-            resolve_model_folder(folder, name, marker=marker)
-        except CheckpointFileNotFoundError:
-            given = option if override is not None else "--model-path"
-            raise InputFileError(
-                f"{given} {folder} holds no {name} folder: neither {folder / marker} nor {folder / name / marker} "
-                f"exists; pass the folder that contains {name}/ (or {option} {name.upper().replace('-', '_')}_DIR)",
-                path=folder,
-            ) from None
+        find_model_folder(name, args.model_path, override, names=OPTION_OF_SETTING)
 
 
 def check_speech_options(args: argparse.Namespace) -> None:
@@ -183,3 +184,23 @@ def check_audio_file_option(value: str, option: str) -> float:
         return audio_duration(path)
     except AudioInputError as error:
         raise InputFileError(f"{option} {error}", path=path) from error
+
+
+#: ``ModelSettings`` field -> the option (argparse destination) that sets it, where a command has it.
+_SETTING_OF_OPTION = {
+    "device": "device",
+    "dtype": "dtype",
+    "attention": "attention",
+    "speakers_dir": "speakers_dir",
+    "tokenizer_path": "tokenizer_path",
+    "chat_path": "llm_path",
+    "tts_path": "tts_path",
+    "max_speech_seconds": "max_speech_seconds",
+}
+
+
+def model_settings_from_options(args: argparse.Namespace, **fixed: Any) -> ModelSettings:
+    """The :class:`~stepaudio.assembly.ModelSettings` a command's options say (the options it does not have
+    keep their defaults); ``fixed`` sets what the command decides itself, e.g. ``allow_unknown_tags``."""
+    values = {field: getattr(args, option) for field, option in _SETTING_OF_OPTION.items() if hasattr(args, option)}
+    return ModelSettings(**values, **fixed)

@@ -9,17 +9,34 @@ from typing import Any
 
 import torch
 
-from .device import resolve_device
-from .llm.chat import StepAudioChat, resolve_model_folder
+from .assembly import ModelSettings, load_models, load_pipeline
+from .llm.chat import StepAudioChat
 from .tokenizer import StepAudioTokenizer
-from .tts.speakers import SPEAKERS_INFO_FILE
 from .tts.text import has_speakable_text
 from .tts.tts import SAMPLE_RATE, StepAudioTTS
-from .validation import check_float, check_input_dir, check_int
+from .validation import check_float, check_int
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StepAudio", "speak_reply"]
+__all__ = ["StepAudio", "check_generation_settings", "speak_reply"]
+
+#: Upstream's reply generation settings.
+DEFAULT_MAX_NEW_TOKENS = 2048
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+#: What StepAudio's arguments are called where ModelSettings calls them otherwise (for its error messages).
+_ARGUMENT_NAMES = {"chat_path": "llm_path"}
+
+
+def check_generation_settings(
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P
+) -> dict[str, Any]:
+    """The reply generation settings of a :class:`StepAudio`, checked (one-line errors naming the argument)."""
+    return {
+        "max_new_tokens": check_int(max_new_tokens, "max_new_tokens", minimum=1),
+        "temperature": check_float(temperature, "temperature", minimum=0.0, exclusive_minimum=True),
+        "top_p": check_float(top_p, "top_p", minimum=0.0, exclusive_minimum=True, maximum=1.0),
+    }
 
 
 def speak_reply(
@@ -49,14 +66,29 @@ class StepAudio:
         tokenizer_path, tts_path, llm_path: the three official folders (each may also be a folder that
             contains the official one under its published name).
         speakers_dir: speakers folder (``speakers_info.json`` + ``{id}_prompt.wav``) for ``speaker_id``.
-        device: default CUDA if available, else CPU.
+        device: default CUDA if available.
         llm_device_map: e.g. ``"auto"`` to spread the 130B chat model over several GPUs.
         max_new_tokens, temperature, top_p: chat generation settings (upstream defaults).
 
-    The arguments are checked before any model is loaded; each call checks the speaker and the speed
-    and volume before the chat model runs.  The TTS passes tags it does not know (the chat model may
-    invent some) to the model as upstream does, and a reply with nothing to speak gives empty audio.
+    The models are built by :func:`stepaudio.assembly.load_models`, like everywhere else; for the other
+    settings (dtype, ``max_speech_seconds``, ...) or one root folder, use :meth:`from_folder` with a
+    :class:`~stepaudio.assembly.ModelSettings`.  The arguments and folders are checked before any model is
+    loaded; each call checks the speaker and the speed and volume before the chat model runs.  The TTS
+    passes tags it does not know (the chat model may invent some) to the model as upstream does, and a
+    reply with nothing to speak gives empty audio.
+
+    Attributes:
+        tokenizer: the :class:`~stepaudio.tokenizer.StepAudioTokenizer` (shared by the chat and the TTS).
+        llm: the :class:`~stepaudio.llm.chat.StepAudioChat`.
+        tts: the :class:`~stepaudio.tts.StepAudioTTS`.
+        encoder, decoder: upstream's names of :attr:`tokenizer` and :attr:`tts` (read-only aliases, kept
+            for upstream notebooks).
+        generation: the reply generation settings.
     """
+
+    tokenizer: StepAudioTokenizer
+    llm: StepAudioChat
+    tts: StepAudioTTS
 
     def __init__(
         self,
@@ -66,29 +98,54 @@ class StepAudio:
         speakers_dir: str | Path | None = None,
         device: str | torch.device | None = None,
         llm_device_map: str | dict | None = None,
-        max_new_tokens: int = 2048,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
     ) -> None:
-        self.generation = {
-            "max_new_tokens": check_int(max_new_tokens, "max_new_tokens", minimum=1),
-            "temperature": check_float(temperature, "temperature", minimum=0.0, exclusive_minimum=True),
-            "top_p": check_float(top_p, "top_p", minimum=0.0, exclusive_minimum=True, maximum=1.0),
-        }
-        if speakers_dir is not None:
-            speakers_dir = check_input_dir(
-                speakers_dir, "speakers_dir", f"a speakers folder ({SPEAKERS_INFO_FILE} + one {{id}}_prompt.wav each)"
-            )
-        if device is not None:
-            resolve_device(device)
-        self.encoder = StepAudioTokenizer(
-            resolve_model_folder(tokenizer_path, "Step-Audio-Tokenizer", marker="linguistic_tokenizer.npy"),
+        self.generation = check_generation_settings(max_new_tokens, temperature, top_p)
+        settings = ModelSettings(
             device=device,
+            llm_device_map=llm_device_map,
+            speakers_dir=speakers_dir,
+            tokenizer_path=tokenizer_path,
+            chat_path=llm_path,
+            tts_path=tts_path,
         )
-        self.llm = StepAudioChat(llm_path, device=device, device_map=llm_device_map, audio_tokenizer=self.encoder)
-        self.decoder = StepAudioTTS(
-            tts_path, self.encoder, speakers_dir=speakers_dir, device=device, allow_unknown_tags=True
-        )
+        self.tokenizer, self.llm, self.tts = load_models(None, settings, names=_ARGUMENT_NAMES)
+
+    @classmethod
+    def from_folder(
+        cls, root: str | Path | None, settings: ModelSettings | None = None, **generation: Any
+    ) -> StepAudio:
+        """The pipeline of a root folder holding the official folders (and ``speakers/``).
+
+        The same as :func:`stepaudio.assembly.load_pipeline`; ``generation``: ``max_new_tokens``,
+        ``temperature``, ``top_p``.
+        """
+        return load_pipeline(root, settings, **generation)
+
+    @classmethod
+    def from_models(
+        cls, tokenizer: StepAudioTokenizer, llm: StepAudioChat, tts: StepAudioTTS, **generation: Any
+    ) -> StepAudio:
+        """A pipeline over models already loaded (e.g. by :func:`~stepaudio.assembly.load_models`); loads nothing.
+
+        ``generation``: ``max_new_tokens``, ``temperature``, ``top_p`` (upstream defaults otherwise).
+        """
+        pipeline = cls.__new__(cls)
+        pipeline.generation = check_generation_settings(**generation)
+        pipeline.tokenizer, pipeline.llm, pipeline.tts = tokenizer, llm, tts
+        return pipeline
+
+    @property
+    def encoder(self) -> StepAudioTokenizer:
+        """Upstream's name of :attr:`tokenizer` (a read-only alias kept for upstream notebooks)."""
+        return self.tokenizer
+
+    @property
+    def decoder(self) -> StepAudioTTS:
+        """Upstream's name of :attr:`tts` (a read-only alias kept for upstream notebooks)."""
+        return self.tts
 
     def __call__(
         self,
@@ -105,8 +162,8 @@ class StepAudio:
         Returns:
             ``(reply text, waveform [1, N] float32, 22050)``.
         """
-        self.decoder.check_request(None, speaker_id, speed_ratio=speed_ratio, volume_ratio=volume_ratio)
+        self.tts.check_request(None, speaker_id, speed_ratio=speed_ratio, volume_ratio=volume_ratio)
         text = self.llm(messages, **self.generation)
         logger.info("reply text: %s", text)
-        wav, sample_rate = speak_reply(self.decoder, text, speaker_id, speed_ratio, volume_ratio)
+        wav, sample_rate = speak_reply(self.tts, text, speaker_id, speed_ratio, volume_ratio)
         return text, wav, sample_rate

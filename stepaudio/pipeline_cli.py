@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .assembly import ModelSettings
 from .cli_options import (
     add_common_options,
     add_model_folder_options,
@@ -16,9 +18,14 @@ from .cli_options import (
     check_registered_speaker,
     check_speech_options,
     default_speakers_dir,
+    model_settings_from_options,
 )
 from .errors import InvalidArgumentError, PromptError
 from .validation import check_float, check_int, check_output_dir, check_text
+
+if TYPE_CHECKING:
+    from .llm.chat import StepAudioChat
+    from .tts.tts import StepAudioTTS
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     add_speech_options(parser)
-    parser.add_argument("--dtype", default=None, help="LLM dtype: bf16, fp16 or fp32 (default: bf16 on GPU)")
-    parser.add_argument("--attention", default="sdpa", choices=["sdpa", "flex", "eager"], help="attention backend")
+    parser.add_argument(
+        "--dtype", default=None, help="dtype of the chat and TTS models: bf16, fp16 or fp32 (default: bf16 on GPU)"
+    )
+    parser.add_argument(
+        "--attention", default="sdpa", choices=["sdpa", "flex", "eager"], help="attention backend of the chat and TTS"
+    )
     add_common_options(parser)
 
 
@@ -141,49 +152,37 @@ def _stdin_lines():
     return io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape")
 
 
+def model_settings(args: argparse.Namespace) -> ModelSettings:
+    """The models' settings the options say (the one place this command turns options into settings)."""
+    return model_settings_from_options(args, allow_unknown_tags=True)  # replies are the model's text, as upstream
+
+
+def load_chat_models(args: argparse.Namespace) -> tuple[StepAudioChat, StepAudioTTS | None]:
+    """The chat model (hearing audio if a turn is audio) and, with ``--output-path``, the TTS; built by the factory."""
+    from .assembly import load_chat, load_models, load_tokenizer
+
+    settings = model_settings(args)
+    if args.output_path is not None:
+        models = load_models(args.model_path, settings)
+        return models.chat, models.tts
+    if any(kind == "audio" for kind, _ in args.turns or []):
+        return load_chat(args.model_path, settings, tokenizer=load_tokenizer(args.model_path, settings)), None
+    return load_chat(args.model_path, settings), None
+
+
 def run(args: argparse.Namespace) -> int:
     check_args(args)
 
     import torch
 
     from .audio import write_audio
-    from .llm.chat import StepAudioChat
+    from .tts.text import has_speakable_text
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    model_path = Path(args.model_path)
     turns = args.turns or []
-    tokenizer_path = Path(args.tokenizer_path or model_path)
     speak = args.output_path is not None
-    tts = None
-    if speak or any(kind == "audio" for kind, _ in turns):
-        from .tokenizer import StepAudioTokenizer
-        from .tts.text import has_speakable_text
-
-        tokenizer = StepAudioTokenizer(tokenizer_path, device=args.device)
-        chat = StepAudioChat(
-            args.llm_path or model_path,
-            device=args.device,
-            dtype=args.dtype,
-            attn_implementation=args.attention,
-            audio_tokenizer=tokenizer,
-        )
-        if speak:
-            from .tts.tts import StepAudioTTS
-
-            speakers_dir = default_speakers_dir(model_path, args.speakers_dir)
-            tts = StepAudioTTS(
-                args.tts_path or model_path,
-                tokenizer,
-                speakers_dir=speakers_dir,
-                device=args.device,
-                max_speech_seconds=args.max_speech_seconds,
-                allow_unknown_tags=True,  # the reply is the model's text, passed on as the original does
-            )
-    else:
-        chat = StepAudioChat(
-            args.llm_path or model_path, device=args.device, dtype=args.dtype, attn_implementation=args.attention
-        )
+    chat, tts = load_chat_models(args)
     system = [{"role": "system", "content": args.system}] if args.system else []
 
     if not turns:

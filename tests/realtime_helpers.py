@@ -18,11 +18,17 @@ SPEECH_CLIP = "BAC009S0764W0121.wav"
 
 def fixture_pipeline(tokenizer_dir: Path, tts_dir: Path, chat_dir: Path, speakers_dir: Path):
     """A ``StepAudio`` over the tiny fixture folders with short TTS segments (the fixture rarely stops)."""
-    from stepaudio import StepAudio
+    from stepaudio.assembly import ModelSettings, load_pipeline
 
-    pipeline = StepAudio(tokenizer_dir, tts_dir, chat_dir, speakers_dir=speakers_dir, device="cpu")
-    pipeline.decoder.max_speech_seconds = 0.6
-    return pipeline
+    settings = ModelSettings(
+        device="cpu",
+        tokenizer_path=tokenizer_dir,
+        tts_path=tts_dir,
+        chat_path=chat_dir,
+        speakers_dir=speakers_dir,
+        max_speech_seconds=0.6,
+    )
+    return load_pipeline(None, settings)
 
 
 def fixture_config(**overrides) -> RealtimeConfig:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -20,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from browser_helpers import DevTools, find_chromium
 from realtime_helpers import fixture_config, fixture_pipeline
 from websockets.asyncio.client import connect
 
-from stepaudio.realtime.server import RealtimeServer, ServerConfig
+from stepaudio.realtime.asgi import mount_realtime
+from stepaudio.realtime.server import AsgiServer, RealtimeServer, ServerConfig
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -39,17 +40,6 @@ CHROMIUM_FLAGS = [
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ]
-
-
-def find_chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "the browser test needs Debian's Chromium and none was found on PATH; install it with "
-        "`apt-get install -y --no-install-recommends chromium`"
-    )
 
 
 def microphone_wav(shared_audio_dir: Path, folder: Path) -> Path:
@@ -74,28 +64,6 @@ def devtools_port(user_data_dir: Path, browser: subprocess.Popen, timeout: float
             return int(port_file.read_text().splitlines()[0])
         time.sleep(0.1)
     pytest.fail(f"Chromium did not start its DevTools endpoint within {timeout} s (no {port_file})")
-
-
-class DevTools:
-    """The smallest DevTools-protocol client: numbered commands over one page WebSocket."""
-
-    def __init__(self, socket) -> None:
-        self.socket = socket
-        self.next_id = 0
-
-    async def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        await self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            reply = json.loads(await asyncio.wait_for(self.socket.recv(), 30))
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"DevTools {method} failed: {reply['error']}")
-                return reply["result"]
-
-    async def evaluate(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +124,28 @@ async def wait_for_page(devtools: DevTools, predicate, timeout: float, what: str
         await asyncio.sleep(0.1)
 
 
-def test_browser_page_captures_the_microphone_and_plays_the_reply(pipeline, shared_audio_dir, tmp_path):
+def page_server(pipeline, where: str) -> tuple[RealtimeServer | AsgiServer, str]:
+    """``serve-realtime``'s server (page at /), or a bigger FastAPI app with the service mounted (/realtime/)."""
+    config = fixture_config(end_of_turn_ms=600)
+    if where == "serve-realtime":
+        return RealtimeServer(pipeline, config, ServerConfig(port=0)), "/"
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.get("/other")(lambda: {"other": True})
+    mount_realtime(app, pipeline, config)
+    return AsgiServer(app, "127.0.0.1", 0), "/realtime"  # redirected to /realtime/, the scripts relative to it
+
+
+@pytest.mark.parametrize("where", ["serve-realtime", "mounted"])
+def test_browser_page_captures_the_microphone_and_plays_the_reply(pipeline, shared_audio_dir, tmp_path, where):
     chromium = find_chromium()
     wav = microphone_wav(shared_audio_dir, tmp_path)
 
     async def scenario() -> dict:
-        server = RealtimeServer(pipeline, fixture_config(end_of_turn_ms=600), ServerConfig(port=0))
+        server, page = page_server(pipeline, where)
         await server.start()
-        url = f"http://127.0.0.1:{server.port}/?autostart=1"
+        url = f"http://127.0.0.1:{server.port}{page}?autostart=1"
         try:
             async with chromium_page(chromium, wav, tmp_path / "chromium-profile", url) as devtools:
                 state: dict = {}

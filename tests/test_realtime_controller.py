@@ -122,7 +122,7 @@ def test_end_of_turn_with_lagging_tokens_waits_for_the_offline_ids(pipeline, spe
     assert harness.workers.pending_names == ["reply 1 to turn 1"]
     import numpy as np
 
-    offline = pipeline.encoder.wav2token(np.concatenate(turn_audio), 16000, enable_trim=False, energy_norm=True)[0]
+    offline = pipeline.tokenizer.wav2token(np.concatenate(turn_audio), 16000, enable_trim=False, energy_norm=True)[0]
     history = harness.controller.context.turns
     assert [entry.role for entry in history] == ["user"] and history[0].audio_ids == offline
     harness.finish_turn()
@@ -233,7 +233,7 @@ def test_history_holds_transcripts_of_past_turns_and_the_current_turn_as_audio(p
 
 def test_fifty_turns_never_exceed_the_chat_models_limit(pipeline, speech, monkeypatch):
     """Past turns stay audio ids (no transcripts), so the history outgrows the model's 2048 tokens."""
-    monkeypatch.setattr(pipeline.decoder, "max_speech_seconds", 0.24)  # short replies: a quick test
+    monkeypatch.setattr(pipeline.tts, "max_speech_seconds", 0.24)  # short replies: a quick test
     config = quick_config(speculative=False, retokenize_turns=False, max_new_tokens=4, max_sentence_chars=60)
     harness = ControllerHarness(pipeline, config)
     limit = pipeline.llm.max_seq_len - config.max_new_tokens

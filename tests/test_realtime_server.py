@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from stepaudio.errors import RealtimeConfigError
-from stepaudio.realtime.server import InputRateLimiter, RealtimeServer, ServerConfig
+from stepaudio.realtime.asgi import mount_realtime
+from stepaudio.realtime.server import AsgiServer, InputRateLimiter, RealtimeServer, ServerConfig
 from stepaudio.realtime.session import RealtimeSession
 
 CHUNK_SAMPLES = 1600  # 100 ms of 16 kHz audio per message
@@ -479,3 +483,104 @@ def test_abrupt_disconnect_mid_reply_leaks_nothing_and_the_next_session_works(pi
     assert second.audio, "the session after the disconnect did not reply"
     assert not second.of("error")
     assert all_closed
+
+
+def http_get(url: str) -> tuple[int, str, str | None, str, bytes]:
+    """Status, content type, cache control, final URL (after redirects) and body of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            headers = response.headers
+            return (
+                response.status,
+                headers["Content-Type"],
+                headers["Cache-Control"],
+                response.geturl(),
+                response.read(),
+            )
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.headers["Cache-Control"], url, error.read()
+
+
+def test_the_realtime_service_mounts_on_a_bigger_fastapi_app(pipeline, shared_audio_dir):
+    """mount_realtime on an app with a route and a lifespan of its own, served by plain uvicorn settings: a
+    conversation over /ws while /other answers; the page under /realtime/; the 4x size limit enforced by the
+    service itself; at shutdown the open connection is closed, its session too, and the workers stop."""
+    from fastapi import FastAPI
+
+    pcm = conversation_pcm16(shared_audio_dir)
+    lifespan_events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        lifespan_events.append("startup")
+        yield
+        lifespan_events.append("shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/other")
+    async def other() -> dict:
+        return {"other": True}
+
+    config = fixture_config(end_of_turn_ms=600)
+    service = mount_realtime(app, pipeline, config, ServerConfig(max_message_bytes=8192))
+    seen: dict = {}
+
+    async def scenario() -> Received:
+        server: AsgiServer | None = AsgiServer(app, "127.0.0.1", 0)  # uvicorn's own frame limit: 16 MiB
+        await server.start()
+        base, url = f"http://127.0.0.1:{server.port}", f"ws://127.0.0.1:{server.port}/ws"
+        received = Received()
+        try:
+            talking = asyncio.create_task(converse(url, pcm, received))
+            others = []
+            while not talking.done():  # the app's own route answers while the conversation goes on
+                others.append(await asyncio.to_thread(http_get, f"{base}/other"))
+                await asyncio.sleep(0.2)
+            await talking
+            seen["others"] = others
+            seen["page"] = await asyncio.to_thread(http_get, f"{base}/realtime?autostart=1")
+            seen["script"] = await asyncio.to_thread(http_get, f"{base}/realtime/static/app.js")
+            seen["worklet"] = await asyncio.to_thread(http_get, f"{base}/realtime/static/capture-worklet.js")
+            seen["root"] = await asyncio.to_thread(http_get, f"{base}/")
+            assert await wait_until(lambda: not service.sessions, timeout=10)
+
+            async with connect(url, max_size=None) as client:  # beyond 4x max_message_bytes: closed by the service
+                assert json.loads(await client.recv())["type"] == "ready"
+                assert (await start_session(client))["type"] == "started"
+                await client.send(bytes(4 * 8192 + 2))
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(client.recv(), 10)
+                seen["too_large_close"] = client.close_code
+            assert await wait_until(lambda: not service.sessions, timeout=10)
+
+            client = await connect(url)  # still open when the app shuts down
+            assert json.loads(await client.recv())["type"] == "ready"
+            assert (await start_session(client))["type"] == "started" and service.sessions
+            await server.stop()
+            server = None
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(client.recv(), 10)
+            seen["shutdown_close"] = client.close_code
+        finally:
+            if server is not None:
+                await server.stop()
+        return received
+
+    received = asyncio.run(scenario())
+    check_conversation(received)
+    others = seen["others"]
+    assert len(others) >= 3 and all(status == 200 and body == b'{"other":true}' for status, *_, body in others)
+    status, content_type, cache, final_url, body = seen["page"]
+    assert (status, content_type, cache) == (200, "text/html; charset=utf-8", "no-store")
+    assert final_url.endswith("/realtime/?autostart=1") and b'src="static/app.js"' in body
+    for status, content_type, cache, _, body in (seen["script"], seen["worklet"]):
+        assert (status, content_type, cache) == (200, "text/javascript; charset=utf-8", "no-store") and body
+    assert seen["root"][0] == 404  # / stays the app's
+    assert set(app.openapi()["paths"]) == {"/other"}  # the page's routes stay out of the app's API schema
+    assert seen["too_large_close"] == 1009
+    assert seen["shutdown_close"] == 1012  # uvicorn's "service restart" to connections open at shutdown
+    assert not service.sessions and service.closed and service.workers.pending_jobs == 0
+    assert lifespan_events == ["startup", "shutdown"]

@@ -23,7 +23,7 @@ from cosyvoice_fixtures import tiny_cosyvoice_dir, tiny_decoder  # noqa: F401
 
 import stepaudio
 from stepaudio.cosyvoice import StreamingConfig
-from stepaudio.cosyvoice.model import TokenToWavStream
+from stepaudio.cosyvoice.token_to_wav_stream import TokenToWavStream
 from stepaudio.errors import StreamClosedError
 from stepaudio.realtime.sentences import SentenceStream
 from stepaudio.resample import ResamplerStream

@@ -151,3 +151,21 @@ def test_audio_only_processor_allows_audio_ids_and_end_of_turn():
     scores = processor(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 74752))
     allowed = torch.isfinite(scores[0]).nonzero().flatten().tolist()
     assert allowed == [EOT_ID] + list(range(65536, 70656))
+
+
+def test_cloned_voices_stay_out_of_the_disk_cache_when_told(tts, tmp_path, shared_audio_dir):
+    from stepaudio.tts.speakers import VoicePromptCache
+
+    clone = {"wav_path": shared_audio_dir / "prompt_wav_yuqian.wav", "prompt_text": "叫做秋风起蟹脚痒"}
+    cache = VoicePromptCache(tts._extract_voice_prompt, tts._model_fingerprint(), tmp_path / "cache")
+    saved = tts.voice_prompts, tts.cache_cloned_voices
+    try:
+        tts.voice_prompts = cache
+        tts.cache_cloned_voices = False
+        tts("你好", clone_dict=clone)
+        assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+        tts.cache_cloned_voices = True
+        tts("你好", clone_dict=clone)
+        assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    finally:
+        tts.voice_prompts, tts.cache_cloned_voices = saved

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..assembly import ModelSettings
 from ..cli_options import (
     add_common_options,
     add_model_folder_options,
@@ -17,6 +16,7 @@ from ..cli_options import (
     check_registered_speaker,
     check_speech_options,
     default_speakers_dir,
+    model_settings_from_options,
 )
 from ..errors import RealtimeConfigError
 
@@ -38,14 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, default_port: int = 8765) -> None:
+    """The options of ``serve-realtime``; ``stepaudio serve`` takes them too (with its own default port)."""
     add_model_folder_options(
         parser, "the folder holding Step-Audio-Chat, Step-Audio-TTS-3B, Step-Audio-Tokenizer (and speakers/)", True
     )
     add_speech_options(parser)
-    parser.add_argument("--speaker", default="Tingting", help="voice of the replies (default Tingting)")
+    parser.add_argument("--speaker", default="Tingting", help="voice of the real-time replies (default Tingting)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, local only)")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765)")
+    parser.add_argument("--port", type=int, default=default_port, help=f"TCP port (default {default_port})")
     parser.add_argument("--workers", type=int, default=1, help="model jobs run at once across sessions (default 1)")
     parser.add_argument("--max-sessions", type=int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024, help="client message limit (64 KiB)")
@@ -134,42 +135,26 @@ def check_args(args: argparse.Namespace) -> tuple[RealtimeConfig, ServerConfig]:
     return config, server_config
 
 
+def model_settings(args: argparse.Namespace) -> ModelSettings:
+    """The models' settings the options say (the one place this command turns options into settings)."""
+    return model_settings_from_options(args, allow_unknown_tags=True)  # replies are the model's text, as upstream
+
+
 def run(args: argparse.Namespace) -> int:
     config, server_config = check_args(args)
 
     import torch
 
-    from ..pipeline import StepAudio
-    from .server import RealtimeServer
+    from ..assembly import load_pipeline
+    from .server import RealtimeServer, serve_until_interrupted
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    root = Path(args.model_path)
-    pipeline = StepAudio(
-        args.tokenizer_path or root,
-        args.tts_path or root,
-        args.llm_path or root,
-        speakers_dir=default_speakers_dir(root, args.speakers_dir),
-        device=args.device,
-    )
-    if args.max_speech_seconds is not None:
-        pipeline.decoder.max_speech_seconds = args.max_speech_seconds
+    pipeline = load_pipeline(args.model_path, model_settings(args))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
             "serving on %s: the realtime server has no authentication; anyone who reaches it can talk", args.host
         )
     server = RealtimeServer(pipeline, config, server_config)
-
-    async def serve() -> None:
-        await server.start()  # binds first: the address is printed only once it is listened on
-        print(f"open http://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
-        try:
-            await asyncio.Future()
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    serve_until_interrupted(server, lambda port: print(f"open http://{args.host}:{port}/ (Ctrl-C to stop)", flush=True))
     return 0

@@ -135,7 +135,7 @@ class RealtimeConfig:
                 value=self.max_new_tokens,
             )
         try:
-            pipeline.decoder.check_speaker(self.speaker)
+            pipeline.tts.check_speaker(self.speaker)
         except (PromptError, InvalidArgumentError) as error:
             raise RealtimeConfigError(f"speaker: {error}", name="speaker", value=self.speaker) from None
         return max_prompt_tokens

@@ -165,7 +165,7 @@ class TurnController:
     """The turn-taking state machine of one conversation (see the module docstring).
 
     Args:
-        pipeline: a :class:`~stepaudio.StepAudio` (``.encoder``, ``.llm``, ``.decoder``).
+        pipeline: a :class:`~stepaudio.StepAudio` (``.tokenizer``, ``.llm``, ``.tts``).
         config: thresholds and generation settings; checked against the models here (reply budget
             vs. the chat model's ``max_seq_len``, the speaker vs. the TTS speakers folder).
         workers: where replies and transcripts run (shared by the sessions of a process).
@@ -298,7 +298,7 @@ class TurnController:
     def _start_user_turn(self) -> None:
         self.turn += 1
         self.counters.turns += 1
-        stream = self.pipeline.encoder.stream(
+        stream = self.pipeline.tokenizer.stream(
             SAMPLE_RATE,
             causal_gain=self.config.stream_gain,
             semantic_right_context_s=self.config.tokenizer_right_context_s,
@@ -354,7 +354,7 @@ class TurnController:
 
     def _submit_tokenizer_close(self, user: _UserTurn) -> None:
         post, turn, stream = self.post, user.turn, user.stream
-        encoder = self.pipeline.encoder
+        tokenizer = self.pipeline.tokenizer
         retokenize = self.config.retokenize_turns
         audio = np.concatenate(user.audio)
 
@@ -371,7 +371,7 @@ class TurnController:
                 return
             started = time.perf_counter()
             try:
-                offline = encoder.wav2token(audio, SAMPLE_RATE, enable_trim=False, energy_norm=True)[0]
+                offline = tokenizer.wav2token(audio, SAMPLE_RATE, enable_trim=False, energy_norm=True)[0]
             except Exception as error:  # e.g. a turn too short for the offline tokenizer: the stream's ids are used
                 post(TurnRetokenized(turn=turn, ids=None, seconds=time.perf_counter() - started, error=repr(error)))
                 return
@@ -441,7 +441,7 @@ class TurnController:
         messages, tokens = self.context.messages(audio_ids)
         user.context_tokens = tokens
         self._job_ids += 1
-        job = ReplyJob(self._job_ids, messages, self.pipeline.llm, self.pipeline.decoder, self.config, self.post)
+        job = ReplyJob(self._job_ids, messages, self.pipeline.llm, self.pipeline.tts, self.config, self.post)
         reply = _Reply(job=job, turn=user.turn, speculative=speculative, audio_ids_used=len(audio_ids))
         self._replies[job.job_id] = reply
         kind = "speculative reply" if speculative else "reply"

@@ -2,7 +2,7 @@
 
 ::
 
-    pipeline = StepAudio(tokenizer_path, tts_path, llm_path, speakers_dir=...)
+    pipeline = StepAudio.from_folder(model_path)    # or StepAudio(tokenizer_path, tts_path, llm_path, ...)
     session = RealtimeSession(pipeline)
     session.push_audio(pcm_chunk, 16000)          # any length, int16 or float, any fixed rate
     async for event in session.events():           # StateChanged, Transcript, ReplyTextDelta,

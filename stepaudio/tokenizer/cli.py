@@ -9,13 +9,19 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli_options import add_common_options, check_audio_file_option, check_model_folder_options
+from ..assembly import ModelSettings
+from ..cli_options import (
+    add_common_options,
+    check_audio_file_option,
+    check_model_folder_options,
+    model_settings_from_options,
+)
 from ..errors import InputFileError, StepAudioError
 from ..validation import check_output_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LONG_FILE_SECONDS", "register", "run_tokenize"]
+__all__ = ["LONG_FILE_SECONDS", "model_settings", "register", "run_tokenize"]
 
 #: Files at least this long get a progress bar of their own (besides the bar over files).
 LONG_FILE_SECONDS = 30.0
@@ -59,6 +65,11 @@ def check_args(args: argparse.Namespace) -> list[float]:
     return [check_audio_file_option(path, "FILE") for path in args.files]
 
 
+def model_settings(args: argparse.Namespace) -> ModelSettings:
+    """The models' settings the options say (the one place this command turns options into settings)."""
+    return model_settings_from_options(args)
+
+
 def run_tokenize(args: argparse.Namespace) -> int:
     """Tokenize ``args.files``; returns 0 when every file was tokenized and 1 when some failed.
 
@@ -69,11 +80,11 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from ..assembly import load_tokenizer
     from ..cli import one_line
     from .interleave import ids_to_string
-    from .tokenizer import StepAudioTokenizer
 
-    tokenizer = StepAudioTokenizer(args.tokenizer_path or args.model_path, device=args.device)
+    tokenizer = load_tokenizer(args.model_path, model_settings(args))
     written = 0
     failures = 0
     temporary = None

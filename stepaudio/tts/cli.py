@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..assembly import ModelSettings
 from ..cli_options import (
     add_common_options,
     add_model_folder_options,
@@ -16,6 +17,7 @@ from ..cli_options import (
     check_registered_speaker,
     check_speech_options,
     default_speakers_dir,
+    model_settings_from_options,
 )
 from ..errors import InvalidArgumentError, PromptError
 from ..validation import check_output_dir, check_safe_name, check_text
@@ -113,30 +115,26 @@ def check_args(args: argparse.Namespace) -> None:
         check_registered_speaker(args.speaker, default_speakers_dir(args.model_path, args.speakers_dir))
 
 
+def model_settings(args: argparse.Namespace) -> ModelSettings:
+    """The models' settings the options say (the one place this command turns options into settings)."""
+    return model_settings_from_options(args, allow_unknown_tags=args.allow_unknown_tags)
+
+
 def run(args: argparse.Namespace) -> int:
     check_args(args)
 
     import torch
 
+    from ..assembly import load_tts
     from ..audio import write_audio
-    from ..tokenizer import StepAudioTokenizer
-    from .tts import SAMPLE_RATE, StepAudioTTS
+    from .tts import SAMPLE_RATE
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
     clone_dict = None
     if args.synthesis_type == "clone":
         clone_dict = {"speaker": args.speaker, "prompt_text": args.prompt_text, "wav_path": args.prompt_wav}
-    model_path = Path(args.model_path)
-    tokenizer = StepAudioTokenizer(args.tokenizer_path or model_path, device=args.device)
-    tts = StepAudioTTS(
-        args.tts_path or model_path,
-        tokenizer,
-        speakers_dir=default_speakers_dir(model_path, args.speakers_dir),
-        device=args.device,
-        max_speech_seconds=args.max_speech_seconds,
-        allow_unknown_tags=args.allow_unknown_tags,
-    )
+    tts = load_tts(args.model_path, model_settings(args))
     speaker = None if clone_dict else args.speaker
     start = time.perf_counter()
     if args.stream:

@@ -165,16 +165,22 @@ class VoicePromptCache:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "voice_prompts"
         self.use_disk_cache = use_disk_cache
 
-    def voice_prompt(self, wav_path: str | Path, prompt_text: str, decoder: str) -> VoicePrompt:
-        """Voice prompt of a clip with its transcript, for ``decoder``: from the disk cache or computed."""
+    def voice_prompt(
+        self, wav_path: str | Path, prompt_text: str, decoder: str, use_disk_cache: bool | None = None
+    ) -> VoicePrompt:
+        """Voice prompt of a clip with its transcript, for ``decoder``: from the disk cache or computed.
+
+        ``use_disk_cache`` overrides the cache's own setting for this clip (``False``: compute, store nothing).
+        """
         wav_path = check_input_file(wav_path, "voice prompt clip", "an audio clip (wav, flac, mp3, ogg)")
+        use_disk_cache = self.use_disk_cache if use_disk_cache is None else use_disk_cache
         cache_file = self.cache_dir / f"{self.cache_key(wav_path, prompt_text, decoder)}.safetensors"
-        if self.use_disk_cache and cache_file.is_file():
+        if use_disk_cache and cache_file.is_file():
             cached = _read_cached_prompt(cache_file)
             if cached is not None:
                 return cached
         prompt = self.extractor(wav_path, prompt_text, decoder)
-        if self.use_disk_cache:
+        if use_disk_cache:
             _write_cached_prompt(cache_file, prompt)
         return prompt
 

@@ -194,6 +194,9 @@ class StepAudioTTS:
         allow_unknown_tags: pass a leading ``(tag)`` that is not one of
             :data:`~stepaudio.tts.prompts.KNOWN_INSTRUCTIONS` to the model unchecked, as upstream does
             (a warning is logged once per tag), instead of refusing the text.
+        cache_cloned_voices: keep the voice-prompt features of cloned clips (``clone_dict``) in the disk
+            cache, so cloning the same clip again is quick; a server that clones per request passes
+            ``False`` so that the cache does not grow with every clip.  Registered speakers are always cached.
 
     Every argument is checked before anything is loaded, and every call checks its text, voice and
     settings before any voice prompt is computed or the LM runs (see :meth:`check_request`).
@@ -214,6 +217,7 @@ class StepAudioTTS:
         max_speech_seconds: float | None = None,
         seed: int = 0,
         allow_unknown_tags: bool = False,
+        cache_cloned_voices: bool = True,
     ) -> None:
         # Arguments first: a wrong one costs nothing (no model is loaded yet).
         if not callable(getattr(tokenizer, "wav2token", None)):
@@ -240,6 +244,8 @@ class StepAudioTTS:
         check_choice(attn_implementation, "attn_implementation", ATTENTION_BACKENDS)
         check_bool(allow_unknown_tags, "allow_unknown_tags")
         self.allow_unknown_tags = allow_unknown_tags
+        #: keep cloned clips' voice-prompt features in the disk cache (registered speakers are always cached)
+        self.cache_cloned_voices = check_bool(cache_cloned_voices, "cache_cloned_voices")
         if speakers_dir is not None:
             speakers_dir = check_input_dir(
                 speakers_dir, "speakers_dir", f"a speakers folder ({SPEAKERS_INFO_FILE} + one {{id}}_prompt.wav each)"
@@ -489,7 +495,7 @@ class StepAudioTTS:
         """The voice prompt a request uses: the clone's clip, or the registered (style) speaker's."""
         if clone_dict is not None:
             clone = self._check_clone_dict(clone_dict)
-            return self.voice_prompts.voice_prompt(clone["wav_path"], clone["prompt_text"], plan.decoder)
+            return self._cloned_voice_prompt(clone["wav_path"], clone["prompt_text"], plan.decoder)
         if self.speakers is None:
             raise PromptError(
                 f"speaker {plan.prompt_speaker!r} was requested but no speakers folder is configured: pass a folder "
@@ -502,7 +508,12 @@ class StepAudioTTS:
         source = segment.source
         if source.speaker is not None and self.speakers is not None:
             return self.speakers.get(source.speaker, segment.plan.decoder)
-        return self.voice_prompts.voice_prompt(source.wav_path, source.prompt_text, segment.plan.decoder)
+        return self._cloned_voice_prompt(source.wav_path, source.prompt_text, segment.plan.decoder)
+
+    def _cloned_voice_prompt(self, wav_path: Path, prompt_text: str, decoder: str) -> VoicePrompt:
+        """A clone's voice prompt, kept in the disk cache only with ``cache_cloned_voices``."""
+        use_disk_cache = None if self.cache_cloned_voices else False
+        return self.voice_prompts.voice_prompt(wav_path, prompt_text, decoder, use_disk_cache=use_disk_cache)
 
     def _build_segments(self, planned: list[_PlannedSegment]) -> list[_Segment]:
         """Compute the voice prompts (shared by the segments that use the same one) and the prompt ids."""

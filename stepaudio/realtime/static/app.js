@@ -8,6 +8,10 @@
 const MAX_LOG_LINES = 500;
 const RECONNECT_DELAYS_S = [1, 2, 4, 8, 10]; // then 10 s for every further attempt
 const FRAME_SAMPLES = 512;
+// The page's scripts sit beside this one (/static/ or, in a bigger app, /realtime/static/); the WebSocket
+// is always /ws on the same host.
+const STATIC_BASE = new URL(".", document.currentScript.src);
+const WEBSOCKET_PATH = "/ws";
 
 const realtime = {
   status: "idle", // idle | connecting | running | reconnecting | closed | failed
@@ -277,7 +281,7 @@ function connect() {
   sessionStarted = false;
   realtime.status = "connecting";
   showConnection("connecting");
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${WEBSOCKET_PATH}`);
   socket = ws;
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
@@ -313,7 +317,7 @@ async function setupAudio() {
   microphone = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
   });
-  await captureContext.audioWorklet.addModule("/static/capture-worklet.js");
+  await captureContext.audioWorklet.addModule(new URL("capture-worklet.js", STATIC_BASE).href);
   const source = captureContext.createMediaStreamSource(microphone);
   capture = new AudioWorkletNode(captureContext, "pcm16-capture", {
     processorOptions: { frameSamples: FRAME_SAMPLES },
