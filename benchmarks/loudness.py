@@ -61,12 +61,6 @@ def load_clips(audio_dir: Path) -> dict[str, np.ndarray]:
     return clips
 
 
-def differing(ids: list[int], reference: list[int]) -> tuple[int, int]:
-    """(ids differing position-wise over the common length, length difference)."""
-    common = min(len(ids), len(reference))
-    return sum(a != b for a, b in zip(ids[:common], reference[:common], strict=True)), len(ids) - len(reference)
-
-
 def stream_ids(tokenizer, audio: np.ndarray, causal_gain: bool) -> tuple[list[int], list[float]]:
     """Ids of the turn fed in 32 ms chunks, and the wall seconds of each feed (the close included as the last)."""
     session = tokenizer.stream(SAMPLE_RATE, causal_gain=causal_gain, semantic_right_context_s=RIGHT_CONTEXT_S)
@@ -103,6 +97,7 @@ def main() -> int:
 
     from stepaudio import ModelSettings
     from stepaudio.assembly import load_tokenizer
+    from stepaudio.tokenizer.interleave import compare_ids
 
     torch.set_num_threads(args.threads)
     clips = load_clips(args.audio_dir)
@@ -137,7 +132,7 @@ def main() -> int:
                 retok_s = time.perf_counter() - began
                 cells = []
                 for key, ids in (("a", plain), ("b", gained), ("c", retokenized)):
-                    wrong, extra = differing(ids, offline)
+                    wrong, extra = compare_ids(ids, offline)
                     totals[key][0] += min(len(ids), len(offline)) - wrong
                     totals[key][1] += len(offline)
                     cells.append(f"{wrong}{extra:+d} {100 * (1 - wrong / len(offline)):3.0f}%")

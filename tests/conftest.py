@@ -62,6 +62,17 @@ def tiny_tts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_tts_checkpoint(tmp_path_factory.mktemp("ckpt") / "Step-Audio-TTS-3B")
 
 
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One root with the tiny official folders and speakers/, as `python -m stepaudio.testing OUT` writes it
+    (read-only for the tests that share it)."""
+    from stepaudio.testing import build_tiny_checkpoints
+
+    folder = tmp_path_factory.mktemp("models")
+    build_tiny_checkpoints(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def realtime_pipeline(tiny_tokenizer_dir, tiny_tts_dir, tiny_chat_dir, tmp_path_factory):
     """A ``StepAudio`` over the tiny fixtures with a speakers folder, for the realtime tests (one per module)."""

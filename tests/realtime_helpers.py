@@ -1,9 +1,8 @@
-"""Helpers of the realtime tests: a fixture pipeline, scripted timelines, paced frame feeding."""
+"""Helpers of the realtime tests: a fixture pipeline, scripted timelines, an event log, a controller harness."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,44 +73,6 @@ class Timeline:
         self.pieces.append(noise.astype(np.float32))
         return self
 
-    def frames(self) -> list[np.ndarray]:
-        audio = np.concatenate(self.pieces)
-        usable = audio.shape[0] // FRAME_SAMPLES * FRAME_SAMPLES
-        return [audio[i : i + FRAME_SAMPLES] for i in range(0, usable, FRAME_SAMPLES)]
-
-
-def feed_paced(
-    process_frame: Callable[[np.ndarray], None],
-    frames: Sequence[np.ndarray],
-    speed: float = 1.0,
-    stop: Callable[[], bool] | None = None,
-) -> int:
-    """Feed frames no faster than ``speed`` x real time; returns frames fed (stops early when ``stop()``)."""
-    start = time.perf_counter()
-    for index, frame in enumerate(frames):
-        if stop is not None and stop():
-            return index
-        due = start + index * FRAME_SAMPLES / SAMPLE_RATE / speed
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        process_frame(frame)
-    return len(frames)
-
-
-def feed_silence_until(
-    process_frame: Callable[[np.ndarray], None], done: Callable[[], bool], timeout: float = 60.0
-) -> bool:
-    """Keep feeding silent frames in real time (a live microphone never stops) until ``done()``."""
-    silence = np.zeros(FRAME_SAMPLES, np.float32)
-    deadline = time.perf_counter() + timeout
-    while not done():
-        if time.perf_counter() > deadline:
-            return False
-        process_frame(silence)
-        time.sleep(FRAME_SAMPLES / SAMPLE_RATE)
-    return True
-
 
 class EventLog:
     """Collects events (thread-safe append) with helpers to select them by type."""
@@ -124,14 +85,6 @@ class EventLog:
 
     def of(self, kind: type) -> list:
         return [event for event in list(self.events) if isinstance(event, kind)]
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return predicate()
 
 
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE

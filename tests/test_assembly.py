@@ -27,13 +27,9 @@ MARKERS = {TOKENIZER_FOLDER: "linguistic_tokenizer.npy", CHAT_FOLDER: "config.js
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
+def root(tiny_model_root) -> Path:
     """One root with the three official folders and speakers/, as `python -m stepaudio.testing OUT` writes it."""
-    from stepaudio.testing import build_tiny_checkpoints
-
-    folder = tmp_path_factory.mktemp("models")
-    build_tiny_checkpoints(folder)
-    return folder
+    return tiny_model_root
 
 
 @pytest.fixture(scope="module")

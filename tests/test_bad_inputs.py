@@ -28,13 +28,9 @@ USAGE, RUNTIME = EXIT_USAGE_ERROR, EXIT_RUNTIME_ERROR
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """The four tiny official folders side by side, as `stepaudio make-fixtures` writes them."""
-    from stepaudio.testing import build_tiny_checkpoints
-
-    folder = tmp_path_factory.mktemp("models")
-    build_tiny_checkpoints(folder)
-    return folder
+def root(tiny_model_root) -> Path:
+    """The tiny official folders side by side, as `stepaudio make-fixtures` writes them."""
+    return tiny_model_root
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from stepaudio.testing import build_tiny_checkpoints
-
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -25,10 +23,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def model_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve") / "models"
-    build_tiny_checkpoints(root)
-    return root
+def model_root(tiny_model_root) -> Path:
+    """The tiny official folders the served command loads."""
+    return tiny_model_root
 
 
 def _get(url: str) -> tuple[int, str, bytes]:

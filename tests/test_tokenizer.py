@@ -471,3 +471,12 @@ def test_cli_tokenize(
     args = parser.parse_args(["tokenize", "--model-path", str(tmp_path / "nowhere"), str(files[0])])
     with pytest.raises(InputFileError, match="--model-path .*nowhere does not exist"):  # checked before loading
         args.func(args)
+
+
+def test_compare_ids_counts_positional_differences_and_the_length_difference():
+    from stepaudio.tokenizer.interleave import compare_ids
+
+    assert compare_ids([1, 2, 3], [1, 2, 3]) == (0, 0)
+    assert compare_ids([1, 9, 3, 4, 5], [1, 2, 3]) == (1, 2)
+    assert compare_ids([7], [1, 2, 3]) == (1, -2)
+    assert compare_ids([], []) == (0, 0)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_SECONDS
+from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, GROUP_SECONDS, compare_ids
 from .config import FRAME_SAMPLES, SAMPLE_RATE, RealtimeConfig
 from .context import ChatTranscriber, ConversationContext, Transcriber
 from .events import (
@@ -723,7 +723,8 @@ class TurnController:
         first_audio = user.first_audio_at
         differing = None
         if user.offline_ids is not None and user.stream_closed:
-            differing = ids_differing(user.ids, user.offline_ids)
+            mismatched, extra = compare_ids(user.ids, user.offline_ids)
+            differing = mismatched + abs(extra)
         self.emit(
             TurnMetrics(
                 turn=user.turn,
@@ -755,10 +756,3 @@ class TurnController:
             user.cancelled = True
         self._speculative = None
         self._live = None
-
-
-def ids_differing(streamed: Sequence[int], offline: Sequence[int]) -> int:
-    """Positions where two id sequences differ, counting every id of the longer one beyond the shorter."""
-    common = min(len(streamed), len(offline))
-    mismatches = sum(a != b for a, b in zip(streamed[:common], offline[:common], strict=True))
-    return mismatches + abs(len(streamed) - len(offline))

@@ -32,6 +32,7 @@ __all__ = [
     "deinterleave",
     "ids_to_string",
     "string_to_ids",
+    "compare_ids",
 ]
 
 AUDIO_ID_OFFSET = AUDIO_TOKEN_OFFSET
@@ -114,3 +115,14 @@ def ids_to_string(ids: Sequence[int]) -> str:
 def string_to_ids(text: str) -> list[int]:
     """Parse a ``<audio_N>...`` string back into LLM ids; anything else in the string is an error."""
     return audio_codes_to_ids(parse_audio_tokens(text))
+
+
+def compare_ids(ids: Sequence[int], reference: Sequence[int]) -> tuple[int, int]:
+    """How ``ids`` differ from ``reference`` (e.g. a streamed tokenization from the offline one).
+
+    Returns:
+        ``(positions that differ over the common length, len(ids) - len(reference))``.
+    """
+    common = min(len(ids), len(reference))
+    mismatched = sum(a != b for a, b in zip(ids[:common], reference[:common], strict=True))
+    return mismatched, len(ids) - len(reference)
