@@ -33,6 +33,7 @@ _LAZY_EXPORTS = {
     "load_pipeline": "stepaudio.assembly",
     "StepAudio": "stepaudio.pipeline",
     "StepAudioTTS": "stepaudio.tts.tts",
+    "StepAudioEditX": "stepaudio.editx",
     "StepAudioTokenizer": "stepaudio.tokenizer",
 }
 
@@ -55,6 +56,7 @@ __all__ = [
     "PromptError",
     "StepAudio",
     "StepAudioChat",
+    "StepAudioEditX",
     "StepAudioError",
     "StepAudioTTS",
     "StepAudioTokenizer",

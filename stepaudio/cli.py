@@ -39,6 +39,7 @@ EXIT_INTERRUPTED = 130
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "stepaudio.pipeline_cli",
     "stepaudio.tts.cli",
+    "stepaudio.editx.cli",
     "stepaudio.tokenizer.cli",
     "stepaudio.testing.cli",
     "stepaudio.realtime.cli",

@@ -9,6 +9,7 @@ prints as one line and exits 2 for (:func:`stepaudio.cli.run_cli`).
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +22,7 @@ __all__ = [
     "MODEL_FOLDERS",
     "OPTION_OF_SETTING",
     "StepAudioArgumentParser",
+    "add_backend_options",
     "add_common_options",
     "add_version_option",
     "add_model_folder_options",
@@ -85,6 +87,35 @@ def add_speech_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
 
 
+def add_backend_options(parser: argparse.ArgumentParser, chat: bool = True, tts: bool = True) -> None:
+    """``--chat-backend`` / ``--tts-backend`` (what generates with each language model) and the vLLM engine sizes."""
+    where = (
+        "transformers (in this process, the default), vllm (in-process vLLM engine) or the URL of a vllm serve "
+        "server, e.g. http://gpu-host:8000/v1 (then the weights are not loaded here)"
+    )
+    quantized = (
+        "load it quantized: int8 or int4 (bitsandbytes weight-only, read shard by shard) with transformers; "
+        "vLLM's own method (e.g. fp8) with vllm"
+    )
+    if chat:
+        parser.add_argument("--chat-backend", default=None, metavar="BACKEND", help=f"Step-Audio-Chat on: {where}")
+        parser.add_argument("--chat-quantization", default=None, metavar="METHOD", help=f"Step-Audio-Chat: {quantized}")
+    if tts:
+        parser.add_argument("--tts-backend", default=None, metavar="BACKEND", help=f"Step-Audio-TTS-3B on: {where}")
+        parser.add_argument(
+            "--tts-quantization", default=None, metavar="METHOD", help=f"Step-Audio-TTS-3B: {quantized}"
+        )
+    parser.add_argument(
+        "--tensor-parallel-size", type=int, default=None, help="GPUs a vllm backend splits the model over (1)"
+    )
+    parser.add_argument(
+        "--pipeline-parallel-size", type=int, default=None, help="pipeline stages of a vllm backend (1)"
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization", type=float, default=None, help="share of each GPU a vllm backend reserves (0.9)"
+    )
+
+
 def default_speakers_dir(model_path: str | Path, speakers_dir: str | Path | None) -> Path | None:
     """``--speakers-dir`` if given, else ``MODEL_PATH/speakers`` when that folder exists (the factory's rule)."""
     if speakers_dir is not None:
@@ -98,12 +129,22 @@ OPTION_OF_SETTING = {
     "tokenizer_path": "--tokenizer-path",
     "chat_path": "--llm-path",
     "tts_path": "--tts-path",
+    "editx_path": "--editx-path",
     "speakers_dir": "--speakers-dir",
     "max_speech_seconds": "--max-speech-seconds",
     "device": "--device",
     "dtype": "--dtype",
     "attention": "--attention",
     "allow_unknown_tags": "--allow-unknown-tags",
+    "chat_backend": "--chat-backend",
+    "tts_backend": "--tts-backend",
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "pipeline_parallel_size": "--pipeline-parallel-size",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "chat_quantization": "--chat-quantization",
+    "tts_quantization": "--tts-quantization",
+    "editx_backend": "--editx-backend",
+    "editx_quantization": "--editx-quantization",
 }
 
 #: Official folder name -> (the option that overrides it, a file that marks the folder).
@@ -195,12 +236,48 @@ _SETTING_OF_OPTION = {
     "tokenizer_path": "tokenizer_path",
     "chat_path": "llm_path",
     "tts_path": "tts_path",
+    "editx_path": "editx_path",
     "max_speech_seconds": "max_speech_seconds",
+    "chat_backend": "chat_backend",
+    "tts_backend": "tts_backend",
+    "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
+    "gpu_memory_utilization": "gpu_memory_utilization",
+    "chat_quantization": "chat_quantization",
+    "tts_quantization": "tts_quantization",
+    "editx_backend": "editx_backend",
+    "editx_quantization": "editx_quantization",
 }
+#: Settings whose errors are first found when the settings are made (the others are checked by the commands).
+_BACKEND_SETTINGS = (
+    "chat_backend",
+    "tts_backend",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "gpu_memory_utilization",
+    "chat_quantization",
+    "tts_quantization",
+    "editx_backend",
+    "editx_quantization",
+)
 
 
 def model_settings_from_options(args: argparse.Namespace, **fixed: Any) -> ModelSettings:
     """The :class:`~stepaudio.assembly.ModelSettings` a command's options say (the options it does not have
-    keep their defaults); ``fixed`` sets what the command decides itself, e.g. ``allow_unknown_tags``."""
+    keep their defaults); ``fixed`` sets what the command decides itself, e.g. ``allow_unknown_tags``.
+
+    Raises:
+        InvalidArgumentError: a backend option refused by the settings, its message speaking in options
+            (``--chat-backend must be ...``).
+    """
     values = {field: getattr(args, option) for field, option in _SETTING_OF_OPTION.items() if hasattr(args, option)}
-    return ModelSettings(**values, **fixed)
+    try:
+        return ModelSettings(**values, **fixed)
+    except InvalidArgumentError as error:
+        if error.name not in _BACKEND_SETTINGS:
+            raise
+        message = str(error)
+        for field_name in _BACKEND_SETTINGS:  # speak in the options the user typed
+            message = re.sub(rf"(?<![\w-]){field_name}\b", OPTION_OF_SETTING[field_name], message)
+        option = OPTION_OF_SETTING[error.name]
+        raise InvalidArgumentError(message, name=option, value=error.value) from None

@@ -24,6 +24,7 @@ __all__ = [
     "AudioInputError",
     "PromptError",
     "AudioTokenError",
+    "RemoteBackendError",
     "StreamClosedError",
     "RealtimeConfigError",
     "RealtimeProtocolError",
@@ -135,6 +136,20 @@ class PromptError(StepAudioError, ValueError):
 
 class AudioTokenError(PromptError):
     """An ``<audio_N>`` string or audio id list is malformed or out of range."""
+
+
+class RemoteBackendError(StepAudioError, RuntimeError):
+    """A remote generation server could not be reached, refused a request or failed (one line, naming the URL).
+
+    Attributes:
+        url: the URL that was requested.
+        status: the HTTP status of the answer (``None`` when there was no answer).
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
 
 
 class StreamClosedError(StepAudioError, RuntimeError):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .assembly import ModelSettings
 from .cli_options import (
+    add_backend_options,
     add_common_options,
     add_model_folder_options,
     add_speech_options,
@@ -81,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention", default="sdpa", choices=["sdpa", "flex", "eager"], help="attention backend of the chat and TTS"
     )
+    add_backend_options(parser)
     add_common_options(parser)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,23 @@ RECIPE_SPELLINGS = {
     "training-recipe-with-llm-data-pipeline-and-seeds": full_training_recipe,
     "foreign-module-prefix": foreign_prefix_spelling,
 }
+
+
+def copy_decoder_folder(source: Path, tmp_path: Path) -> Path:
+    """A copy of the decoder folder ``source`` at ``tmp_path / "CosyVoice-300M-25Hz"`` (for tests that damage it)."""
+    target = tmp_path / "CosyVoice-300M-25Hz"
+    shutil.copytree(source, target)
+    return target
+
+
+def assert_weights_equal_files(folder: Path, decoder) -> None:
+    """The loaded ``decoder.flow`` / ``decoder.hift`` state dicts hold exactly ``folder``'s flow.pt / hift.pt."""
+    for name, module in (("flow.pt", decoder.flow), ("hift.pt", decoder.hift)):
+        stored = torch.load(folder / name, weights_only=True)
+        state = module.state_dict()
+        assert set(state) == set(stored)
+        for key, value in stored.items():
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,14 @@
-"""Helpers of the OpenAI-compatible server tests: a live uvicorn server on a free loopback port, audio decoding."""
+"""Helpers of the OpenAI-compatible server tests: a live uvicorn server on a free loopback port, clients of it,
+the ``stepaudio serve`` command run as a process, audio decoding."""
 
 from __future__ import annotations
 
 import base64
 import io
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -62,3 +66,58 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a server started by its port number)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def openai_client(base_url: str):
+    """The official ``openai`` client of the server at ``base_url`` (no retries, generous timeout)."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@contextmanager
+def http_client(base_url: str) -> Iterator:
+    """An ``httpx`` client of the server at ``base_url``, closed on exit."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=120) as session:
+        yield session
+
+
+@contextmanager
+def serve_process(arguments: list[str], start_timeout: float = 180.0) -> Iterator[list[str]]:
+    """Run ``python -m stepaudio serve ARGUMENTS`` until it prints "Ctrl-C to stop"; yields its output lines so far.
+
+    On leaving the block the process gets Ctrl-C and must exit with 0 and no traceback (checked only when
+    the block itself passed).
+    """
+    command = [sys.executable, "-m", "stepaudio", "serve", *arguments]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        assert any("Ctrl-C to stop" in line for line in lines), "".join(lines)
+        yield lines
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            rest, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            rest, _ = process.communicate()
+    assert process.returncode == 0, "".join(lines) + rest
+    assert "Traceback" not in rest

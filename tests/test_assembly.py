@@ -11,11 +11,13 @@ import torch
 from stepaudio import assembly
 from stepaudio.assembly import (
     CHAT_FOLDER,
+    EDITX_FOLDER,
     TOKENIZER_FOLDER,
     TTS_FOLDER,
     ModelFolders,
     ModelSettings,
     find_model_folders,
+    load_editx,
     load_pipeline,
     load_tokenizer,
 )
@@ -23,7 +25,12 @@ from stepaudio.cli import build_parser, main
 from stepaudio.errors import InputFileError, InvalidArgumentError
 from stepaudio.pipeline import StepAudio
 
-MARKERS = {TOKENIZER_FOLDER: "linguistic_tokenizer.npy", CHAT_FOLDER: "config.json", TTS_FOLDER: "config.json"}
+MARKERS = {
+    TOKENIZER_FOLDER: "linguistic_tokenizer.npy",
+    CHAT_FOLDER: "config.json",
+    TTS_FOLDER: "config.json",
+    EDITX_FOLDER: "config.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +186,37 @@ def test_a_missing_folder_is_refused_before_any_model_loads(tmp_path):
     assert one_line(caught) == (
         f"{TOKENIZER_FOLDER} has no folder: pass root (the folder holding {TOKENIZER_FOLDER}/) or tokenizer_path"
     )
+
+
+def test_editx_is_found_by_the_same_rule_and_shares_the_tokenizer(root, pipeline, tmp_path):
+    assert find_model_folders(root, models=(EDITX_FOLDER,)) == ModelFolders(editx=root / EDITX_FOLDER)
+    override = ModelSettings(editx_path=str(root / EDITX_FOLDER))
+    assert find_model_folders(tmp_path, override, (EDITX_FOLDER,)).editx == root / EDITX_FOLDER
+    assert find_model_folders(root).editx is None  # a voice chat does not look for it
+    editx = load_editx(root, ModelSettings(device="cpu", max_speech_seconds=0.4), tokenizer=pipeline.tokenizer)
+    assert editx.audio_tokenizer is pipeline.tokenizer  # one tokenizer for every model
+    assert (editx.model_path, editx.max_speech_seconds, editx.device.type) == (root / EDITX_FOLDER, 0.4, "cpu")
+    # Folders first: without an EditX folder nothing loads, not even the (broken) tokenizer.
+    models = fake_root(tmp_path / "models", (TOKENIZER_FOLDER,), content="{not json")
+    with pytest.raises(InputFileError) as caught:
+        load_editx(models, ModelSettings(device="cpu"))
+    assert one_line(caught) == (
+        f"root {models} holds no {EDITX_FOLDER} folder: neither {models / 'config.json'} nor "
+        f"{models / EDITX_FOLDER / 'config.json'} exists; pass the folder that contains {EDITX_FOLDER}/ "
+        "(or editx_path=STEP_AUDIO_EDITX_DIR)"
+    )
+
+
+def test_serve_loads_editx_only_when_asked(root):
+    from stepaudio.realtime.cli import model_settings
+    from stepaudio.server.cli import wants_editx
+
+    plain = build_parser().parse_args(["serve", "--model-path", str(root)])
+    assert not wants_editx(plain) and model_settings(plain).editx_path is None  # even though root holds EditX
+    flag = build_parser().parse_args(["serve", "--model-path", str(root), "--editx"])
+    assert wants_editx(flag) and model_settings(flag).editx_path is None
+    folder = build_parser().parse_args(["serve", "--model-path", "R", "--editx-path", "E"])
+    assert wants_editx(folder) and model_settings(folder).editx_path == Path("E")
 
 
 def test_the_upstream_constructor_names_its_own_arguments(tmp_path):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from cosyvoice_fixtures import RECIPE_SPELLINGS, tiny_cosyvoice_dir, tiny_decoder  # noqa: F401  (pytest fixtures)
+from cosyvoice_fixtures import (  # noqa: F401  (pytest fixtures)
+    RECIPE_SPELLINGS,
+    assert_weights_equal_files,
+    copy_decoder_folder,
+    tiny_cosyvoice_dir,
+    tiny_decoder,
+)
 
 from stepaudio.cosyvoice import CosyVoiceDecoder
 from stepaudio.errors import (
@@ -19,21 +24,8 @@ from stepaudio.errors import (
 )
 
 
-def _copy_folder(source: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "CosyVoice-300M-25Hz"
-    shutil.copytree(source, target)
-    return target
-
-
 def test_loaded_weights_equal_the_files(tiny_cosyvoice_dir: Path, tiny_decoder) -> None:  # noqa: F811
-    flow_file = torch.load(tiny_cosyvoice_dir / "flow.pt", weights_only=True)
-    hift_file = torch.load(tiny_cosyvoice_dir / "hift.pt", weights_only=True)
-    flow_state, hift_state = tiny_decoder.flow.state_dict(), tiny_decoder.hift.state_dict()
-    assert set(flow_state) == set(flow_file) and set(hift_state) == set(hift_file)
-    for key, value in flow_file.items():
-        torch.testing.assert_close(flow_state[key], value, rtol=0, atol=0)
-    for key, value in hift_file.items():
-        torch.testing.assert_close(hift_state[key], value, rtol=0, atol=0)
+    assert_weights_equal_files(tiny_cosyvoice_dir, tiny_decoder)
     assert tiny_decoder.flow_dtype == torch.float32
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in tiny_decoder.hift.parameters())
 
@@ -48,7 +40,7 @@ def test_legacy_weight_norm_pairs_define_the_conv_weight(tiny_cosyvoice_dir: Pat
 
 
 def test_missing_file_names_full_path_and_layout(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     (folder / "hift.pt").unlink()
     with pytest.raises(CheckpointFileNotFoundError) as caught:
         CosyVoiceDecoder.from_pretrained(folder, device="cpu")
@@ -57,7 +49,7 @@ def test_missing_file_names_full_path_and_layout(tiny_cosyvoice_dir: Path, tmp_p
 
 
 def test_wrong_shape_names_key_and_both_shapes(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     state = torch.load(folder / "flow.pt", weights_only=True)
     state["encoder_proj.weight"] = torch.zeros(80, 31)
     torch.save(state, folder / "flow.pt")
@@ -69,7 +61,7 @@ def test_recipe_hyper_parameter_mismatch_is_reported_as_shape_error(
     tiny_cosyvoice_dir: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     recipe = folder / "cosyvoice.yaml"
     recipe.write_text(recipe.read_text().replace("vocab_size: 5121", "vocab_size: 5120"))
     with pytest.raises(CheckpointShapeError, match=r"'input_embedding.weight' has shape \[5121, 32\].*\[5120, 32\]"):
@@ -77,7 +69,7 @@ def test_recipe_hyper_parameter_mismatch_is_reported_as_shape_error(
 
 
 def test_missing_key_is_named(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     state = torch.load(folder / "hift.pt", weights_only=True)
     del state["ups.1.weight_v"]
     torch.save(state, folder / "hift.pt")
@@ -87,7 +79,7 @@ def test_missing_key_is_named(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:
 
 
 def test_extra_key_is_named(tiny_cosyvoice_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     state = torch.load(folder / "flow.pt", weights_only=True)
     state["encoder.encoders.0.conv_module.depthwise_conv.weight"] = torch.zeros(32, 1, 15)
     torch.save(state, folder / "flow.pt")
@@ -125,7 +117,7 @@ def test_from_pretrained_loads_every_recipe_spelling_without_warnings(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     recipe = folder / "cosyvoice.yaml"
     recipe.write_text(RECIPE_SPELLINGS[spelling](recipe.read_text(encoding="utf-8")), encoding="utf-8")
     caplog.set_level(logging.WARNING)
@@ -143,7 +135,7 @@ def test_unsupported_recipe_value_names_file_entry_and_values(
     tiny_cosyvoice_dir: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    folder = _copy_folder(tiny_cosyvoice_dir, tmp_path)
+    folder = copy_decoder_folder(tiny_cosyvoice_dir, tmp_path)
     recipe = folder / "cosyvoice.yaml"
     recipe.write_text(recipe.read_text().replace("use_cnn_module: False", "use_cnn_module: True"))
     with pytest.raises(CheckpointConfigError) as caught:

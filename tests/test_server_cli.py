@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import soundfile
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from server_helpers import free_port, serve_process
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +28,9 @@ def _get(url: str) -> tuple[int, str, bytes]:
 def test_serve_command_serves_api_realtime_page_and_demo_then_stops_on_ctrl_c(model_root):
     from openai import OpenAI
 
-    port = _free_port()
-    command = [sys.executable, "-m", "stepaudio", "serve", "--model-path", str(model_root), "--port", str(port)]
-    command += ["--max-speech-seconds", "0.5", "--ui"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C to stop" in line:
-                break
-        assert any("Ctrl-C to stop" in line for line in lines), "".join(lines)
+    port = free_port()
+    arguments = ["--model-path", str(model_root), "--port", str(port), "--max-speech-seconds", "0.5", "--ui"]
+    with serve_process(arguments) as lines:
         base = f"http://127.0.0.1:{port}"
         assert f"OpenAI-compatible API at {base}/v1\n" in lines
         status, _, body = _get(f"{base}/health")
@@ -63,15 +43,6 @@ def test_serve_command_serves_api_realtime_page_and_demo_then_stops_on_ctrl_c(mo
         speech = client.audio.speech.create(model="tts-1", voice="Tingting", input="你好", response_format="wav")
         audio, rate = soundfile.read(io.BytesIO(speech.content))
         assert rate == 24000 and audio.shape[0] > 0
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            rest, _ = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            rest, _ = server.communicate()
-    assert server.returncode == 0, "".join(lines) + rest
-    assert "Traceback" not in rest
 
 
 @pytest.mark.parametrize(
@@ -84,7 +55,7 @@ def test_serve_command_serves_api_realtime_page_and_demo_then_stops_on_ctrl_c(mo
 )
 def test_serve_command_refuses_bad_options_in_one_line_before_loading(model_root, options, message):
     done = subprocess.run(
-        [sys.executable, "-m", "stepaudio", "serve", "--model-path", str(model_root), "--port", str(_free_port())]
+        [sys.executable, "-m", "stepaudio", "serve", "--model-path", str(model_root), "--port", str(free_port())]
         + options,
         capture_output=True,
         text=True,

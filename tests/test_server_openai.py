@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from server_helpers import b64_file, decode, live_server, wav_bytes
+from server_helpers import b64_file, decode, http_client, live_server, openai_client, wav_bytes
 
 from stepaudio.server import ServerSettings, create_app, instruction_tag
 from stepaudio.server.errors import APIError
@@ -48,12 +48,12 @@ def server(realtime_pipeline, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server[0]}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai_client(server[0])
 
 
 @pytest.fixture(scope="module")
 def http(server):
-    with httpx.Client(base_url=server[0], timeout=120) as session:
+    with http_client(server[0]) as session:
         yield session
 
 

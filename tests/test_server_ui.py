@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import html
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ import soundfile
 from browser_helpers import DevTools, find_chromium
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+from server_helpers import free_port
 
 from stepaudio.errors import InvalidArgumentError, PromptError
 
@@ -45,12 +45,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def shared_clip(shared_audio_dir: Path, name: str) -> Path:

@@ -9,6 +9,7 @@ official hyperpyyaml ``cosyvoice.yaml`` without importing the classes it names.
 from .builder import DecoderRecipe, build_from_recipe
 from .config import ObjectSpec, load_recipe, parse_recipe
 from .decoder import DECODER_FILES, SAMPLE_RATE, CosyVoiceDecoder, PromptFeatures
+from .engines import ENGINES
 from .frontend import CampPlusSpeakerEncoder, MelSpectrogramConfig, kaldi_fbank, prompt_mel, resample_audio
 from .token_to_wav_stream import StreamingConfig, TokenToWavState, TokenToWavStream
 
@@ -20,6 +21,7 @@ __all__ = [
     "TokenToWavState",
     "DECODER_FILES",
     "SAMPLE_RATE",
+    "ENGINES",
     "load_recipe",
     "parse_recipe",
     "ObjectSpec",

@@ -14,9 +14,21 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ConformerEncoder", "RelPositionSelfAttention", "relative_position_encoding"]
+__all__ = ["ConformerEncoder", "RelPositionSelfAttention", "relative_encoding", "relative_position_encoding"]
 
 _LAYER_NORM_EPS = 1e-5
+
+
+def relative_encoding(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """espnet sinusoidal encoding of integer relative ``positions`` [N] -> [N, dim] (sin on even, cos on odd)."""
+    frequencies = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * -(math.log(10000.0) / dim)
+    )
+    angles = positions.to(torch.float32).unsqueeze(1) * frequencies
+    encoding = torch.zeros(positions.shape[0], dim, dtype=torch.float32, device=positions.device)
+    encoding[:, 0::2] = torch.sin(angles)
+    encoding[:, 1::2] = torch.cos(angles)
+    return encoding
 
 
 def relative_position_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -25,27 +37,24 @@ def relative_position_encoding(length: int, dim: int, device: torch.device, dtyp
     Returns:
         Tensor [1, 2*length-1, dim]; row ``r`` encodes relative position ``length-1-r``.
     """
-    positions = torch.arange(length - 1, -length, -1, device=device, dtype=torch.float32).unsqueeze(1)
-    frequencies = torch.exp(
-        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * -(math.log(10000.0) / dim)
-    )
-    encoding = torch.zeros(2 * length - 1, dim, device=device, dtype=torch.float32)
-    encoding[:, 0::2] = torch.sin(positions * frequencies)
-    encoding[:, 1::2] = torch.cos(positions * frequencies)
-    return encoding.unsqueeze(0).to(dtype)
+    positions = torch.arange(length - 1, -length, -1, device=device, dtype=torch.float32)
+    return relative_encoding(positions, dim).unsqueeze(0).to(dtype)
 
 
 class RelPositionSelfAttention(nn.Module):
-    """Multi-head self-attention with relative positions (Transformer-XL style, espnet variant)."""
+    """Multi-head self-attention with relative positions (Transformer-XL style, espnet variant).
 
-    def __init__(self, heads: int, dim: int) -> None:
+    ``key_bias=False`` drops the bias of ``linear_k`` (a recipe setting of the 24 kHz encoder).
+    """
+
+    def __init__(self, heads: int, dim: int, key_bias: bool = True) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.head_dim = dim // heads
         self.linear_q = nn.Linear(dim, dim)
-        self.linear_k = nn.Linear(dim, dim)
+        self.linear_k = nn.Linear(dim, dim, bias=key_bias)
         self.linear_v = nn.Linear(dim, dim)
         self.linear_out = nn.Linear(dim, dim)
         self.linear_pos = nn.Linear(dim, dim, bias=False)
@@ -81,6 +90,8 @@ class RelPositionSelfAttention(nn.Module):
 
 
 class _FeedForward(nn.Module):
+    """Swish feed-forward ``w_2(silu(w_1(x)))`` of a conformer block (also the 24 kHz encoder's)."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.w_1 = nn.Linear(dim, hidden)
@@ -106,11 +117,14 @@ class _ConformerBlock(nn.Module):
 
 
 class _LinearInput(nn.Module):
-    """``embed.out`` = Linear + LayerNorm, then scaling by sqrt(dim) (positions are relative)."""
+    """``embed.out`` = Linear + LayerNorm (``eps``), then scaling by sqrt(dim) (positions are relative).
 
-    def __init__(self, input_size: int, dim: int) -> None:
+    Also the 24 kHz encoder's ``embed`` / ``up_embed`` (:mod:`stepaudio.cosyvoice2.encoder`).
+    """
+
+    def __init__(self, input_size: int, dim: int, eps: float = _LAYER_NORM_EPS) -> None:
         super().__init__()
-        self.out = nn.Sequential(nn.Linear(input_size, dim), nn.LayerNorm(dim, eps=_LAYER_NORM_EPS))
+        self.out = nn.Sequential(nn.Linear(input_size, dim), nn.LayerNorm(dim, eps=eps))
         self.scale = math.sqrt(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ streaming decoding use the same noise for the same mel frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,12 @@ __all__ = [
     "mel_frames_for_tokens",
     "MEL_SAMPLE_RATE",
     "MEL_HOP",
+    "VelocityFn",
 ]
+
+#: ``velocity(x, mu, spks, cond, t)`` -> guided velocity [1, 80, T] for ``x`` [1, 80, T] at time ``t`` [1]
+#: (both classifier-free-guidance branches combined); an engine's replacement of the eager estimator calls
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 MEL_SAMPLE_RATE = 22050
 MEL_HOP = 256
@@ -141,13 +147,24 @@ class ConditionalCFM(nn.Module):
 
     @torch.inference_mode()
     def forward(self, noise: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor,
-                n_timesteps: int = 10, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Integrate from ``noise`` [1, 80, T] at t=0 to the mel at t=1, conditioned on ``mu``, ``spks``, ``cond``."""
+                n_timesteps: int = 10, mask: torch.Tensor | None = None,
+                velocity: VelocityFn | None = None) -> torch.Tensor:
+        """Integrate from ``noise`` [1, 80, T] at t=0 to the mel at t=1, conditioned on ``mu``, ``spks``, ``cond``.
+
+        ``velocity`` (an engine's guided-velocity function, no ``mask``) replaces the eager estimator calls.
+        """
         cfg_rate = float(self.params.inference_cfg_rate)
         x = noise.to(mu.dtype)
+        span = self.time_span(n_timesteps, mu.device)
+        if velocity is not None:
+            if mask is not None:
+                raise ValueError("ConditionalCFM: an engine velocity function does not take a mask")
+            for step in range(n_timesteps):
+                t, dt = span[step], span[step + 1] - span[step]
+                x = x + dt.to(x.dtype) * velocity(x, mu, spks, cond, t.reshape(1))
+            return x
         if mask is None:
             mask = torch.ones_like(mu[:, :1])
-        span = self.time_span(n_timesteps, mu.device)
         # conditional and unconditional (zero mu/spks/cond) evaluations share one batch of 2
         mu_pair = torch.cat([mu, torch.zeros_like(mu)])
         spks_pair = torch.cat([spks, torch.zeros_like(spks)])
@@ -156,11 +173,11 @@ class ConditionalCFM(nn.Module):
         for step in range(n_timesteps):
             t, dt = span[step], span[step + 1] - span[step]
             if cfg_rate > 0:
-                velocity = self.estimator(torch.cat([x, x]), mask_pair, mu_pair, t.expand(2), spks_pair, cond_pair)
-                velocity = (1.0 + cfg_rate) * velocity[:1] - cfg_rate * velocity[1:]
+                pair = self.estimator(torch.cat([x, x]), mask_pair, mu_pair, t.expand(2), spks_pair, cond_pair)
+                guided = (1.0 + cfg_rate) * pair[:1] - cfg_rate * pair[1:]
             else:
-                velocity = self.estimator(x, mask, mu, t.expand(1), spks, cond)
-            x = x + dt.to(x.dtype) * velocity
+                guided = self.estimator(x, mask, mu, t.expand(1), spks, cond)
+            x = x + dt.to(x.dtype) * guided
         return x
 
 
@@ -207,18 +224,22 @@ class FlowModel(nn.Module):
         return self.encoder_proj(self.encoder(embedded))
 
     def decode_frames(self, mu: torch.Tensor, prompt_feat: torch.Tensor, speaker: torch.Tensor,
-                      noise: torch.Tensor, n_timesteps: int) -> torch.Tensor:
+                      noise: torch.Tensor, n_timesteps: int, velocity: VelocityFn | None = None) -> torch.Tensor:
         """Run the CFM over ``mu`` [1, 80, F] whose first frames carry ``prompt_feat`` [1, Fp, 80] as condition."""
         cond = torch.zeros_like(mu)
         prompt_frames = prompt_feat.shape[1]
         if prompt_frames:
             cond[:, :, :prompt_frames] = prompt_feat.transpose(1, 2).to(mu.dtype)
-        return self.decoder(noise.to(mu.device), mu, speaker, cond, n_timesteps)
+        return self.decoder(noise.to(mu.device), mu, speaker, cond, n_timesteps, velocity=velocity)
 
     @torch.inference_mode()
     def inference(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
-                  embedding: torch.Tensor, noise: FrameNoise, n_timesteps: int = 10) -> torch.Tensor:
-        """Offline decode of all of ``token`` [1, T] -> mel [1, 80, int(T / rate * 22050 / 256)] (prompt removed)."""
+                  embedding: torch.Tensor, noise: FrameNoise, n_timesteps: int = 10,
+                  velocity: VelocityFn | None = None) -> torch.Tensor:
+        """Offline decode of all of ``token`` [1, T] -> mel [1, 80, int(T / rate * 22050 / 256)] (prompt removed).
+
+        ``velocity``: an engine's guided-velocity function (default: the eager estimator).
+        """
         dtype = self.input_embedding.weight.dtype
         prompt_frames = prompt_feat.shape[1]
         num_prompt_tokens = prompt_token.shape[1]
@@ -229,13 +250,14 @@ class FlowModel(nn.Module):
             parts.insert(0, InterpolateRegulator.resize(features[:, :num_prompt_tokens], prompt_frames))
         mu = self.length_regulator(torch.cat(parts, dim=2))
         mel = self.decode_frames(mu, prompt_feat.to(dtype), self.speaker_condition(embedding),
-                                 noise.frames(0, mu.shape[2]), n_timesteps)
+                                 noise.frames(0, mu.shape[2]), n_timesteps, velocity)
         return mel[:, :, mu.shape[2] - new_frames:]
 
     @torch.inference_mode()
     def inference_window(self, window_tokens: torch.Tensor, window_start: int, frame_start: int, frame_stop: int,
                          prompt_token: torch.Tensor, prompt_feat: torch.Tensor, speaker: torch.Tensor,
-                         noise: FrameNoise, n_timesteps: int = 10) -> torch.Tensor:
+                         noise: FrameNoise, n_timesteps: int = 10,
+                         velocity: VelocityFn | None = None) -> torch.Tensor:
         """Decode mel frames ``[frame_start, frame_stop)`` (counted after the prompt) from a token window.
 
         ``window_tokens`` [1, W] are the tokens ``[window_start, window_start + W)`` of the utterance;
@@ -257,5 +279,5 @@ class FlowModel(nn.Module):
         mu = self.length_regulator(torch.cat(parts, dim=2))
         frame_noise = torch.cat([noise.frames(0, prompt_frames),
                                  noise.frames(prompt_frames + frame_start, prompt_frames + frame_stop)], dim=2)
-        mel = self.decode_frames(mu, prompt_feat.to(dtype), speaker, frame_noise, n_timesteps)
+        mel = self.decode_frames(mu, prompt_feat.to(dtype), speaker, frame_noise, n_timesteps, velocity)
         return mel[:, :, prompt_frames:]

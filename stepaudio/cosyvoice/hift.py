@@ -16,6 +16,7 @@ once (:meth:`HiFTGenerator.forward`) wherever the pieces have enough context.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,7 +25,19 @@ from torch import nn
 
 from .weight_norm import LegacyWeightNormNames, weight_normed
 
-__all__ = ["ConvRNNF0Predictor", "HiFTGenerator", "SampleNoise", "SourceState"]
+__all__ = ["ConvRNNF0Predictor", "HiFTGenerator", "HiFTNetwork", "HiFTRunner", "SampleNoise", "SourceState"]
+
+
+class HiFTRunner(Protocol):
+    """An engine's replacement of the two network parts of :class:`HiFTGenerator` (same inputs and outputs).
+
+    ``f0(mel [1, 80, T]) -> f0 [1, T]`` (the F0 predictor) and ``body(mel [1, 80, T], source_spec
+    [1, n_fft + 2, T * 64 + 1]) -> [1, n_fft + 2, T * 64 + 1]`` (:meth:`HiFTGenerator.conv_body`).
+    """
+
+    def f0(self, mel: torch.Tensor) -> torch.Tensor: ...
+
+    def body(self, mel: torch.Tensor, source_spec: torch.Tensor) -> torch.Tensor: ...
 
 
 class SampleNoise:
@@ -133,8 +146,12 @@ class _SourceModule(nn.Module):
         return torch.tanh(self.l_linear(sines)).transpose(1, 2)
 
 
-class HiFTGenerator(LegacyWeightNormNames):
-    """The HiFT vocoder; constructor arguments follow the recipe's ``hift`` section."""
+class HiFTNetwork(nn.Module):
+    """The HiFT network both vocoders share (22.05 kHz :class:`HiFTGenerator`, 24 kHz ``HiFT24k``).
+
+    Constructor arguments are the recipe's ``HiFTGenerator`` parameters; it holds the layers, the STFT of the
+    source and the conv body with its inverse STFT (:meth:`decode`).  Subclasses add the harmonic source.
+    """
 
     def __init__(
         self,
@@ -208,31 +225,19 @@ class HiFTGenerator(LegacyWeightNormNames):
         self.f0_predictor = f0_predictor if f0_predictor is not None else ConvRNNF0Predictor(1, in_channels)
 
     # ----------------------------------------------------------------------------------- source
-    def harmonic_source(self, f0_frames: torch.Tensor, state: SourceState, noise: SampleNoise,
-                        advance_frames: int | None = None) -> torch.Tensor:
-        """Excitation for the frames of ``f0_frames`` [T] starting at sample ``state.position``.
+    def merge_sines(
+        self, theta: torch.Tensor, f0_samples: torch.Tensor, noise: SampleNoise, start: int
+    ) -> torch.Tensor:
+        """Excitation [1, 1, N] in the model dtype from harmonic phases ``theta`` (radians, float64 [harmonics, N]).
 
-        The phase carry advances over the first ``advance_frames`` frames only (default: all), so a
-        caller can compute provisional look-ahead samples without committing them.
-
-        Returns:
-            source [1, 1, T * samples_per_frame] in the model dtype.
+        Voiced samples (``f0_samples`` [N] above the threshold) get ``nsf_alpha`` sines plus ``nsf_sigma`` noise,
+        unvoiced ones noise of ``nsf_alpha / 3``; the noise is ``noise``'s from absolute sample ``start``.  The
+        harmonics are merged by ``m_source``.
         """
-        per_frame = self.samples_per_frame
-        f0 = f0_frames.detach().to("cpu", torch.float64).repeat_interleave(per_frame)  # [N]
-        orders = torch.arange(1, self.harmonics + 1, dtype=torch.float64).unsqueeze(1)
-        steps = f0.unsqueeze(0) * orders / self.sampling_rate  # [H, N] cycles per sample
-        cycles = state.cycles + torch.cumsum(steps, dim=1)
-        theta = 2 * math.pi * torch.remainder(cycles, 1.0)
-        voiced = (f0 > self.voiced_threshold).to(torch.float64).unsqueeze(0)
-        start = state.position
-        sample_noise = noise.noise(start, start + f0.shape[0]).to(torch.float64)
+        voiced = (f0_samples > self.voiced_threshold).to(torch.float64).unsqueeze(0)
+        sample_noise = noise.noise(start, start + f0_samples.shape[0]).to(torch.float64)
         noise_amp = voiced * self.nsf_sigma + (1 - voiced) * self.nsf_alpha / 3
-        sines = self.nsf_alpha * torch.sin(theta + noise.phases.to(torch.float64)) * voiced + noise_amp * sample_noise
-        advance = f0_frames.shape[0] if advance_frames is None else advance_frames
-        if advance > 0:
-            state.cycles = torch.remainder(cycles[:, advance * per_frame - 1 : advance * per_frame], 1.0)
-        state.position = start + advance * per_frame
+        sines = self.nsf_alpha * torch.sin(theta) * voiced + noise_amp * sample_noise
         weight = self.m_source.l_linear.weight
         return self.m_source(sines.T.unsqueeze(0).to(weight.device, weight.dtype))
 
@@ -251,9 +256,8 @@ class HiFTGenerator(LegacyWeightNormNames):
         spec = torch.complex(magnitude * torch.cos(phase.float()), magnitude * torch.sin(phase.float()))
         return torch.istft(spec, self.n_fft, self.istft_hop, self.n_fft, window=self._window(spec.device))
 
-    def decode(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """mel [1, 80, T] + source [1, 1, T * 256] -> waveform [1, T * 256] (float32, clamped)."""
-        source_spec = self._stft(source.squeeze(1)).to(mel.dtype)
+    def conv_body(self, mel: torch.Tensor, source_spec: torch.Tensor) -> torch.Tensor:
+        """Conv part: mel [1, 80, T] + source STFT [1, n_fft + 2, L] -> log-magnitude and phase [1, n_fft + 2, L]."""
         x = self.conv_pre(mel)
         for index, upsample in enumerate(self.ups):
             x = upsample(F.leaky_relu(x, self.lrelu_slope))
@@ -262,22 +266,63 @@ class HiFTGenerator(LegacyWeightNormNames):
             x = x + self.source_resblocks[index](self.source_downs[index](source_spec))
             blocks = self.resblocks[index * self.num_kernels : (index + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
-        x = self.conv_post(F.leaky_relu(x))
+        return self.conv_post(F.leaky_relu(x))
+
+    def decode(self, mel: torch.Tensor, source: torch.Tensor, runner: HiFTRunner | None = None) -> torch.Tensor:
+        """mel [1, 80, T] + source [1, 1, T * P] -> waveform [1, T * P] (float32, clamped; P = samples_per_frame).
+
+        ``runner``: an engine's conv body (default: this module's :meth:`conv_body`).
+        """
+        source_spec = self._stft(source.squeeze(1)).to(mel.dtype)
+        x = self.conv_body(mel, source_spec) if runner is None else runner.body(mel, source_spec)
         half = self.n_fft // 2 + 1
         waveform = self._istft(torch.exp(x[:, :half]), torch.sin(x[:, half:]))
         return waveform.clamp(-self.audio_limit, self.audio_limit)
 
+
+class HiFTGenerator(HiFTNetwork, LegacyWeightNormNames):
+    """The 22.05 kHz HiFT vocoder; constructor arguments follow the recipe's ``hift`` section.
+
+    Its state dict uses the legacy ``weight_g`` / ``weight_v`` names of the official ``hift.pt``.
+    """
+
+    # ----------------------------------------------------------------------------------- source
+    def harmonic_source(self, f0_frames: torch.Tensor, state: SourceState, noise: SampleNoise,
+                        advance_frames: int | None = None) -> torch.Tensor:
+        """Excitation for the frames of ``f0_frames`` [T] starting at sample ``state.position``.
+
+        The phase carry advances over the first ``advance_frames`` frames only (default: all), so a
+        caller can compute provisional look-ahead samples without committing them.
+
+        Returns:
+            source [1, 1, T * samples_per_frame] in the model dtype.
+        """
+        per_frame = self.samples_per_frame
+        f0 = f0_frames.detach().to("cpu", torch.float64).repeat_interleave(per_frame)  # [N]
+        orders = torch.arange(1, self.harmonics + 1, dtype=torch.float64).unsqueeze(1)
+        steps = f0.unsqueeze(0) * orders / self.sampling_rate  # [H, N] cycles per sample
+        cycles = state.cycles + torch.cumsum(steps, dim=1)
+        theta = 2 * math.pi * torch.remainder(cycles, 1.0) + noise.phases.to(torch.float64)
+        start = state.position
+        source = self.merge_sines(theta, f0, noise, start)
+        advance = f0_frames.shape[0] if advance_frames is None else advance_frames
+        if advance > 0:
+            state.cycles = torch.remainder(cycles[:, advance * per_frame - 1 : advance * per_frame], 1.0)
+        state.position = start + advance * per_frame
+        return source
+
     @torch.inference_mode()
-    def forward(self, mel: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
-        """Vocode a whole mel spectrogram [1, 80, T] -> waveform [1, T * 256] float32."""
+    def forward(self, mel: torch.Tensor, noise: SampleNoise, runner: HiFTRunner | None = None) -> torch.Tensor:
+        """Vocode a whole mel spectrogram [1, 80, T] -> waveform [1, T * 256] float32 (``runner``: an engine's)."""
         mel = mel.to(self.conv_pre.bias.dtype)
-        f0 = self.f0_predictor(mel)[0]
+        f0 = (self.f0_predictor(mel) if runner is None else runner.f0(mel))[0]
         source = self.harmonic_source(f0, SourceState(self.harmonics), noise)
-        return self.decode(mel, source)
+        return self.decode(mel, source, runner)
 
     @torch.inference_mode()
     def vocode_window(self, mel: torch.Tensor, context_source: torch.Tensor, state: SourceState,
-                      noise: SampleNoise, commit_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+                      noise: SampleNoise, commit_frames: int,
+                      runner: HiFTRunner | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Vocode a window whose first frames already have a (cached) source.
 
         Args:
@@ -287,14 +332,15 @@ class HiFTGenerator(LegacyWeightNormNames):
             state: phase carry positioned at the first non-context frame; advanced by ``commit_frames``.
             noise: the utterance's sample noise.
             commit_frames: K.
+            runner: an engine's F0 predictor and conv body (default: this module's).
 
         Returns:
             (waveform [1, (C + K + R) * 256], source of the committed frames [1, 1, K * 256]).
         """
         mel = mel.to(self.conv_pre.bias.dtype)
         context_frames = context_source.shape[-1] // self.samples_per_frame
-        f0 = self.f0_predictor(mel)[0]
+        f0 = (self.f0_predictor(mel) if runner is None else runner.f0(mel))[0]
         new_source = self.harmonic_source(f0[context_frames:], state, noise, advance_frames=commit_frames)
         source = torch.cat([context_source.to(new_source.dtype), new_source], dim=-1)
-        waveform = self.decode(mel, source)
+        waveform = self.decode(mel, source, runner)
         return waveform, new_source[..., : commit_frames * self.samples_per_frame]

@@ -211,6 +211,7 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
             self.speaker,
             self.frame_noise,
             self.decoder.n_timesteps,
+            self.decoder.runtime.velocity,
         )
         mel = mel.float()
         previous = state.provisional_mel
@@ -243,7 +244,9 @@ class TokenToWavStream(Stream[object, torch.Tensor]):
         if not final and state.provisional_mel is not None:
             lookahead = state.provisional_mel[:, :, : config.hift_lookahead_frames]
         window = torch.cat([context_mel, new_mel, lookahead], dim=2)
-        waveform, new_source = hift.vocode_window(window, context_source, state.source_state, self.sample_noise, commit)
+        waveform, new_source = hift.vocode_window(
+            window, context_source, state.source_state, self.sample_noise, commit, self.decoder.runtime.hift
+        )
         state.vocoder_calls += 1
         context_frames = context_mel.shape[2]
         # audio of [vocoded - tail, vocoded + commit): the tail region was produced by the previous call too

@@ -114,3 +114,36 @@ class SqrtAlibiBias:
             blocked = blocked | padded
         bias = bias[None].masked_fill(blocked, torch.finfo(dtype).min)
         return bias.to(dtype)
+
+    def bias_at(
+        self,
+        query_positions: torch.Tensor,
+        key_length: int,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Fixed-shape bias for query rows whose absolute positions are held in a device tensor.
+
+        The shape depends only on ``len(query_positions)`` and ``key_length``, never on the position
+        values, so a decode step built on it can be captured in a CUDA graph or compiled once and then
+        replayed at every position.  The values equal those of :meth:`bias` (same ``sqrt`` table, same
+        arithmetic): keys after a query's position get the dtype's most negative finite value.
+
+        Args:
+            query_positions: ``[rows]`` long tensor of absolute query positions, each ``< key_length``.
+            key_length: number of keys (``0 .. key_length - 1``; keys after a row's position are masked).
+            dtype: dtype of the returned bias.
+
+        Returns:
+            ``[1, num_heads, rows, key_length]``.
+
+        The ``sqrt`` table must already cover ``key_length`` (call :meth:`sqrt_distances` first) when
+        this runs under CUDA-graph capture, where a table cannot be (re)allocated.
+        """
+        device = query_positions.device
+        table = self.sqrt_distances(key_length, device)
+        distance = query_positions.view(-1, 1) - torch.arange(key_length, device=device)[None, :]
+        future = distance < 0
+        distance_sqrt = table[distance.clamp(min=0)]
+        bias = -self.slopes(device)[:, None, None] * distance_sqrt[None]
+        bias = bias[None].masked_fill(future[None, None], torch.finfo(dtype).min)
+        return bias.to(dtype)

@@ -72,24 +72,38 @@ class AttentionContext:
         past_length: number of tokens already in the KV cache (absolute position of the first query).
         query_length: number of new tokens in this forward pass.
         key_padding_mask: ``[batch, past_length + query_length]`` bool mask (True = real token), or None.
+        query_positions: for a fixed-shape step of a static KV cache: ``[query_length]`` long tensor
+            of the queries' absolute positions (on the model's device).  The keys are then the first
+            ``window`` positions of the cache, positions after a query are masked, and the bias is built by
+            :meth:`SqrtAlibiBias.bias_at` with shapes that do not depend on the position, so the step can be
+            captured in a CUDA graph or compiled once; ``past_length`` is not used for the bias then.
+        window: number of cache positions the keys of a fixed-shape step cover (with ``query_positions``).
     """
 
     alibi: SqrtAlibiBias
     past_length: int
     query_length: int
     key_padding_mask: torch.Tensor | None = None
+    query_positions: torch.Tensor | None = None
+    window: int | None = None
     _bias_cache: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _block_masks: dict[torch.device, object] = field(default_factory=dict, repr=False)
 
     @property
     def key_length(self) -> int:
+        if self.query_positions is not None:
+            return self.window
         return self.past_length + self.query_length
 
     def bias_rows(self, row_start: int, row_end: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Bias for query rows ``[row_start, row_end)`` of this step (relative to the step's first query)."""
         key = (row_start, row_end, device, dtype)
         bias = self._bias_cache.get(key)
-        if bias is None:
+        if bias is None and self.query_positions is not None:
+            positions = self.query_positions[row_start:row_end].to(device)
+            bias = self.alibi.bias_at(positions, self.window, dtype=dtype)
+            self._bias_cache[key] = bias
+        elif bias is None:
             bias = self.alibi.bias(
                 self.past_length + row_start,
                 self.past_length + row_end,
@@ -225,7 +239,7 @@ def sqrt_alibi_attention(
     if backend == "sdpa":
         return _sdpa_attention(query, key, value, context, scale)
     if backend == "flex_attention":
-        if query.shape[2] < FLEX_MIN_QUERY_LENGTH:
+        if query.shape[2] < FLEX_MIN_QUERY_LENGTH or context.query_positions is not None:
             return _sdpa_attention(query, key, value, context, scale)
         return _flex_attention(query, key, value, context, scale)
     if backend == "eager":

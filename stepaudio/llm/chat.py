@@ -22,8 +22,14 @@ from ..errors import (
     PromptError,
 )
 from ..validation import check_bool, check_choice, check_float, check_input_dir, check_int, describe_value
-from .generation import BackgroundGeneration
-from .modeling import Step1ForCausalLM
+from .backends import (
+    GenerationBackend,
+    SamplingSettings,
+    check_backend_spec,
+    check_quantization_for,
+    make_backend,
+)
+from .generation import BackgroundFeed
 from .prompts import check_messages, iter_audio_parts, render_chat_prompt
 from .text_tokenizer import EOT_ID, load_text_tokenizer
 
@@ -141,6 +147,15 @@ class StepAudioChat:
         device_map: e.g. ``"auto"`` to spread the 130B model over all visible GPUs (needs accelerate).
         tokenizer_path: a ``Step-Audio-Tokenizer`` folder, enabling audio message content.
         audio_tokenizer: an already built audio tokenizer (instead of ``tokenizer_path``).
+        backend: what generates the reply ids (see :mod:`stepaudio.llm.backends`): ``None`` /
+            ``"transformers"`` (the model in this process, the default), ``"vllm"`` (an in-process vLLM
+            engine), the ``http(s)://`` URL of a ``vllm serve`` server (the weights are then not loaded
+            here; the folder still provides the text tokenizer and config.json), or a ready
+            :class:`~stepaudio.llm.backends.GenerationBackend`.  ``device``, ``dtype``,
+            ``attn_implementation`` and ``device_map`` are how ``"transformers"`` loads the model.
+        quantization: ``"int8"`` / ``"int4"``: load the model weight-only quantized (bitsandbytes, shard by
+            shard; int4 puts the 130B model in ~66 GiB; see :mod:`stepaudio.llm.quantization`); with
+            ``backend="vllm"`` vLLM's own method name (``fp8``...).
 
     Messages are ``{"role": "system"|"user"|"assistant", "content": ...}`` where content is a
     string, ``{"type": "text", "text": ...}``, ``{"type": "audio", "audio": path_or_array,
@@ -164,8 +179,12 @@ class StepAudioChat:
         device_map: str | dict | None = None,
         tokenizer_path: str | Path | None = None,
         audio_tokenizer: AudioTokenizerLike | None = None,
+        backend: str | GenerationBackend | None = None,
+        quantization: str | None = None,
     ) -> None:
         check_choice(attn_implementation, "attn_implementation", ATTENTION_IMPLEMENTATIONS)
+        backend_spec = check_backend_spec(backend, "backend")
+        check_quantization_for(backend_spec, quantization)
         device_obj = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, device_obj)
         if device_map is not None:
@@ -177,6 +196,10 @@ class StepAudioChat:
                 raise InvalidArgumentError.about("device_map", detail, device_map)
             if importlib.util.find_spec("accelerate") is None:
                 detail = f"needs the accelerate package, got {describe_value(device_map)}; pip install accelerate"
+                raise InvalidArgumentError.about("device_map", detail, device_map)
+            if backend_spec != "transformers":
+                shown = backend_spec if isinstance(backend_spec, str) else type(backend_spec).__name__
+                detail = f"only applies to the 'transformers' backend, got {describe_value(device_map)} with {shown!r}"
                 raise InvalidArgumentError.about("device_map", detail, device_map)
         tokenizer_folder = None
         if tokenizer_path is not None:
@@ -197,19 +220,37 @@ class StepAudioChat:
         self.device = device_obj
         self.dtype = resolved_dtype
         self.tokenizer = load_text_tokenizer(self.model_path)
-        self.model = Step1ForCausalLM.from_pretrained(
-            self.model_path, dtype=self.dtype, attn_implementation=attn_implementation, device_map=device_map
-        )
-        if device_map is None:
-            self.model.to(self.device)
-        self.model.eval()
-        logger.info(
-            "Step-Audio-Chat loaded from %s on %s (%s, %s attention)",
+        #: generates the reply ids (:mod:`stepaudio.llm.backends`)
+        self.backend: GenerationBackend = make_backend(
+            backend_spec,
             self.model_path,
-            device_map if device_map is not None else self.device,
-            self.dtype,
-            self.model.config._attn_implementation,
+            role="chat",
+            name="backend",
+            device=self.device,
+            dtype=self.dtype,
+            attn_implementation=attn_implementation,
+            device_map=device_map,
+            pad_token_id=self.tokenizer.pad_token_id,
+            quantization=quantization,
         )
+        #: the local Step-1 model of the ``transformers`` backend (``None`` with any other backend)
+        self.model = getattr(self.backend, "model", None)
+        if self.model is not None:
+            logger.info(
+                "Step-Audio-Chat loaded from %s on %s (%s, %s attention)",
+                self.model_path,
+                device_map if device_map is not None else self.device,
+                self.dtype,
+                self.model.config._attn_implementation,
+            )
+        else:
+            logger.info(
+                "Step-Audio-Chat generates with the %s backend %s (%d-token context); tokenizer from %s",
+                self.backend.name,
+                getattr(self.backend, "base_url", ""),
+                self.backend.max_seq_len,
+                self.model_path,
+            )
         if tokenizer_folder is not None:
             from ..tokenizer import StepAudioTokenizer
 
@@ -218,8 +259,8 @@ class StepAudioChat:
 
     @property
     def max_seq_len(self) -> int:
-        """Longest prompt + reply the model supports (``max_seq_len`` of config.json)."""
-        return self.model.config.max_seq_len
+        """Longest prompt + reply the model supports (``max_seq_len`` of config.json; a server's ``max_model_len``)."""
+        return self.backend.max_seq_len
 
     def _audio_part_to_text(self, part: Mapping[str, Any]) -> str:
         assert self.audio_tokenizer is not None  # checked by check_messages
@@ -298,7 +339,8 @@ class StepAudioChat:
             f"reply: drop old turns or shorten the audio to at most {at_most:.1f} s in total"
         )
 
-    def _generation_inputs(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[torch.Tensor, int]:
+    def _generation_inputs(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[list[int], int]:
+        """The prompt ids of ``messages`` and ``max_new_tokens`` capped to the room left in the context."""
         prompt_ids = self.encode_messages(messages)
         if len(prompt_ids) >= self.max_seq_len:
             raise PromptError(
@@ -314,21 +356,21 @@ class StepAudioChat:
                 room,
             )
             max_new_tokens = room
-        input_device = self.model.get_input_embeddings().weight.device
-        return torch.tensor([prompt_ids], device=input_device), max_new_tokens
+        return prompt_ids, max_new_tokens
 
-    def _generate_kwargs(
-        self, max_new_tokens: int, temperature: float, top_p: float, top_k: int, do_sample: bool
-    ) -> dict:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": do_sample,
-            "eos_token_id": EOT_ID,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
-        return kwargs
+    @staticmethod
+    def sampling_settings(
+        max_new_tokens: int, temperature: float, top_p: float, top_k: int, do_sample: bool
+    ) -> SamplingSettings:
+        """The backend's :class:`~stepaudio.llm.backends.SamplingSettings` of a reply (it ends at ``<|EOT|>``)."""
+        return SamplingSettings(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop_token_ids=(EOT_ID,),
+        )
 
     def decode_reply(self, token_ids: Sequence[int]) -> str:
         """Reply text of generated ids: everything before the first end-of-turn token, specials removed."""
@@ -363,14 +405,22 @@ class StepAudioChat:
             detail = f"must be a transformers streamer (with put() and end()), got {type(streamer).__name__}"
             raise InvalidArgumentError.about("streamer", detail, streamer)
         self.check_prompt(messages)
-        input_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
-        output = self.model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            streamer=streamer,
-            **self._generate_kwargs(max_new_tokens, temperature, top_p, top_k, do_sample),
-        )
-        return self.decode_reply(output[0, input_ids.shape[1] :].tolist())
+        prompt_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
+        settings = self.sampling_settings(max_new_tokens, temperature, top_p, top_k, do_sample)
+        if streamer is None:
+            return self.decode_reply(self.backend.generate_ids(prompt_ids, settings))
+        # As generate does: the prompt first ([1, L]), then each id ([1]), then end().
+        streamer.put(torch.tensor([prompt_ids]))
+        generated: list[int] = []
+        ids = self.backend.stream_ids(prompt_ids, settings)
+        try:
+            for token in ids:
+                generated.append(token)
+                streamer.put(torch.tensor([token]))
+        finally:
+            ids.close()  # stops the backend within a token when the streamer raised
+        streamer.end()
+        return self.decode_reply(generated)
 
     def stream(
         self,
@@ -408,17 +458,12 @@ class StepAudioChat:
         timeout: float | None,
         cancel: threading.Event | None,
     ) -> Iterator[str]:
-        input_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
+        prompt_ids, max_new_tokens = self._generation_inputs(messages, max_new_tokens)
+        settings = self.sampling_settings(max_new_tokens, temperature, top_p, top_k, do_sample)
         streamer = _ReplyStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-        generation = BackgroundGeneration(
-            self.model,
-            input_ids,
-            streamer,
-            cancel=cancel,
-            thread_name="stepaudio-chat-generate",
-            **self._generate_kwargs(max_new_tokens, temperature, top_p, top_k, do_sample),
-        )
-        with generation:
+        streamer.put(torch.tensor([prompt_ids]))  # skipped as the prompt
+        ids = self.backend.stream_ids(prompt_ids, settings, cancel)
+        with BackgroundFeed(ids, streamer, thread_name="stepaudio-chat-feed"):
             for piece in streamer:
                 if piece:
                     yield piece

@@ -27,6 +27,7 @@ from .configuration import Step1Config
 __all__ = [
     "INDEX_FILE",
     "SINGLE_FILE",
+    "checkpoint_shard_files",
     "checkpoint_weight_bytes",
     "expected_state_dict_shapes",
     "read_checkpoint_shapes",
@@ -90,6 +91,14 @@ def checkpoint_weight_bytes(folder: str | Path) -> int:
     folder = Path(folder)
     files, _ = _shard_files(folder)
     return sum((folder / name).stat().st_size for name in files if (folder / name).is_file())
+
+
+def checkpoint_shard_files(folder: str | Path) -> list[Path]:
+    """The weight files of a checkpoint folder in load order: the shards its index names, sorted by name
+    (``model-00001.safetensors``, ``model-00002.safetensors``, ...), or the single ``model.safetensors``."""
+    folder = Path(folder)
+    files, _ = _shard_files(folder)
+    return [folder / name for name in sorted(files)]
 
 
 def read_checkpoint_shapes(folder: str | Path) -> dict[str, tuple[tuple[int, ...], Path]]:

@@ -31,6 +31,7 @@ from .alibi import SqrtAlibiBias
 from .attention import AttentionContext, normalize_attention_backend, sqrt_alibi_attention
 from .checkpoint import checkpoint_weight_bytes, validate_step1_checkpoint
 from .configuration import Step1Config
+from .static_cache import StaticKVCache
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Step1Attention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         context: AttentionContext,
-        past_key_values: Cache | None = None,
+        past_key_values: Cache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
         query = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
@@ -153,7 +154,7 @@ class Step1DecoderLayer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         context: AttentionContext,
-        past_key_values: Cache | None = None,
+        past_key_values: Cache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), context, past_key_values)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
@@ -198,7 +199,22 @@ class Step1PreTrainedModel(PreTrainedModel):
         is not needed and is ignored.  ``attn_implementation`` accepts ``sdpa`` (default),
         ``flex``/``flex_attention`` and ``eager``.  transformers' "Loading weights" progress bar is
         shown only for checkpoints of at least :data:`QUIET_LOAD_BYTES` (1 GiB).
+
+        ``quantization="int8"`` or ``"int4"`` (bitsandbytes, weight-only; see
+        :mod:`stepaudio.llm.quantization`) builds the model on the meta device and reads the local folder
+        one shard at a time, quantizing each decoder-layer projection as soon as it is read, so host
+        memory peaks near one shard plus the quantized model.  ``quantization_group_size`` (int4 only,
+        default 64) sets how many consecutive weights share one scale.  A quantized load accepts
+        ``config``, ``dtype``, ``device_map`` (None, ``"auto"``, one device, or ``{"": device}``) and
+        ``attn_implementation``.  Without ``quantization`` the load is transformers' own, unchanged.
         """
+        from .quantization import resolve_quantization
+
+        settings = resolve_quantization(
+            kwargs.pop("quantization", None), kwargs.pop("quantization_group_size", None)
+        )
+        if settings is not None:
+            return cls._from_pretrained_quantized(pretrained_model_name_or_path, settings, model_args, kwargs)
         folder = Path(pretrained_model_name_or_path)
         show_progress = True
         if folder.is_dir():
@@ -217,6 +233,58 @@ class Step1PreTrainedModel(PreTrainedModel):
         with _transformers_progress_bars(show_progress):
             model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         return model
+
+    @classmethod
+    def _from_pretrained_quantized(
+        cls, pretrained_model_name_or_path: str | os.PathLike, settings, model_args: tuple, kwargs: dict
+    ):
+        """``from_pretrained`` with ``quantization``: strict checks, then the shard-by-shard quantized load."""
+        from ..errors import InvalidArgumentError
+        from .quantization import QUANTIZED_LOAD_KWARGS, load_quantized_step1
+
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            raise InvalidArgumentError.about(
+                "pretrained_model_name_or_path",
+                f"must be a local checkpoint folder for a quantized load, got {str(pretrained_model_name_or_path)!r} "
+                "(download the official folder first and pass its path)",
+                pretrained_model_name_or_path,
+            )
+        unsupported = sorted(set(kwargs) - QUANTIZED_LOAD_KWARGS)
+        if model_args or unsupported:
+            names = ", ".join(unsupported) if unsupported else f"{len(model_args)} positional argument(s)"
+            raise InvalidArgumentError.about(
+                "quantization",
+                f"loads accept only {', '.join(sorted(QUANTIZED_LOAD_KWARGS))}; got {names} (drop them or load "
+                "without quantization)",
+                settings.method,
+            )
+        if kwargs.get("dtype") is not None and kwargs.get("torch_dtype") is not None:
+            raise InvalidArgumentError.about(
+                "torch_dtype", "is the old name of dtype: pass only one of them", kwargs["torch_dtype"]
+            )
+        config = kwargs.get("config")
+        if not isinstance(config, Step1Config):
+            config = Step1Config.from_pretrained(folder)
+        validate_step1_checkpoint(folder, config)
+        if (folder / "lib").is_dir():
+            logger.info(
+                "ignoring %s: stepaudio computes the sqrt-ALiBi attention natively and does not load "
+                "the prebuilt Optimus CUDA library",
+                folder / "lib",
+            )
+        attn_implementation = kwargs.get("attn_implementation")
+        if attn_implementation is not None:
+            attn_implementation = normalize_attention_backend(attn_implementation)
+        return load_quantized_step1(
+            cls,
+            folder,
+            config,
+            settings,
+            dtype=kwargs.get("dtype", kwargs.get("torch_dtype")),
+            device_map=kwargs.get("device_map"),
+            attn_implementation=attn_implementation,
+        )
 
 
 class Step1Model(Step1PreTrainedModel):
@@ -242,7 +310,7 @@ class Step1Model(Step1PreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        past_key_values: Cache | StaticKVCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -254,34 +322,45 @@ class Step1Model(Step1PreTrainedModel):
             input_ids: ``[batch, length]`` token ids (or give ``inputs_embeds``).
             attention_mask: ``[batch, past + length]`` with 1 for real tokens and 0 for (left) padding.
                 Because ALiBi depends only on distances, left-padded batches need no position shift.
-            past_key_values: a transformers :class:`~transformers.Cache`; created when ``use_cache``.
-            use_cache: keep and return the KV cache.
+            past_key_values: a transformers :class:`~transformers.Cache` (created when ``use_cache``), or a
+                :class:`~stepaudio.llm.static_cache.StaticKVCache` (batch 1, no padding; the caller advances it).
+            use_cache: keep and return the KV cache (always on with a static cache).
             output_hidden_states: also return the input of every layer and the final output.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Step1Model.forward: pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-
-        key_padding_mask = None
-        if attention_mask is not None:
-            if attention_mask.dim() != 2:
+        if isinstance(past_key_values, StaticKVCache):
+            # Fixed-shape path (possibly under torch.compile or CUDA-graph capture): no host reads of tensors.
+            if inputs_embeds.shape[0] != 1 or attention_mask is not None:
                 raise ValueError(
-                    "Step1Model.forward: attention_mask must be a 2-D [batch, past + length] padding mask, "
-                    f"got shape {tuple(attention_mask.shape)}"
+                    "Step1Model.forward: a StaticKVCache serves one sequence without padding "
+                    "(batch 1, attention_mask=None)"
                 )
-            if not bool(attention_mask.all()):
-                key_padding_mask = attention_mask.bool()
-        context = AttentionContext(
-            alibi=self.alibi,
-            past_length=past_length,
-            query_length=inputs_embeds.shape[1],
-            key_padding_mask=key_padding_mask,
-        )
+            use_cache = True
+            context = past_key_values.attention_context(self.alibi, inputs_embeds.shape[1])
+        else:
+            use_cache = self.config.use_cache if use_cache is None else use_cache
+            if use_cache and past_key_values is None:
+                past_key_values = DynamicCache(config=self.config)
+            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+
+            key_padding_mask = None
+            if attention_mask is not None:
+                if attention_mask.dim() != 2:
+                    raise ValueError(
+                        "Step1Model.forward: attention_mask must be a 2-D [batch, past + length] padding mask, "
+                        f"got shape {tuple(attention_mask.shape)}"
+                    )
+                if not bool(attention_mask.all()):
+                    key_padding_mask = attention_mask.bool()
+            context = AttentionContext(
+                alibi=self.alibi,
+                past_length=past_length,
+                query_length=inputs_embeds.shape[1],
+                key_padding_mask=key_padding_mask,
+            )
 
         hidden_states = inputs_embeds
         all_hidden_states: tuple[torch.Tensor, ...] | None = () if output_hidden_states else None
@@ -333,7 +412,7 @@ class Step1ForCausalLM(Step1PreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        past_key_values: Cache | StaticKVCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,

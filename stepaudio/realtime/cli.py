@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..assembly import ModelSettings
 from ..cli_options import (
+    add_backend_options,
     add_common_options,
     add_model_folder_options,
     add_speech_options,
@@ -65,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 8765) -> 
     parser.add_argument("--no-speculation", action="store_true", help="generate replies only at the end of turn")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit in tokens (256)")
     parser.add_argument("--context-tokens", type=int, default=3000, help="history token budget (3000)")
+    add_backend_options(parser)
     add_common_options(parser)
 
 

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API of stepaudio (FastAPI): speech, chat completions with audio, transcriptions.
+"""The OpenAI-compatible HTTP API of stepaudio (FastAPI): speech, chat completions with audio, transcriptions,
+and with Step-Audio-EditX (``create_app(..., editx=...)``) zero-shot cloning and audio edits.
 
 ``create_app(pipeline, ServerSettings(...))`` builds the app over a loaded :class:`~stepaudio.StepAudio`;
 serve it with any ASGI server (``uvicorn.run(app)``).  See :mod:`stepaudio.server.app` for the routes

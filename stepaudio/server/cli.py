@@ -1,5 +1,9 @@
 """``stepaudio serve``: the OpenAI-compatible API, the real-time WebSocket + page and (``--ui``) the Gradio demo
-on one FastAPI app served by uvicorn."""
+on one FastAPI app served by uvicorn; ``--editx`` adds Step-Audio-EditX (cloning and ``/v1/audio/edits``).
+
+EditX is opt-in: its Step-1 3B language model is as large as the TTS's (about 7 GB more in bf16), and a
+model folder holding ``Step-Audio-EditX`` should not silently double what the server needs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import dataclasses
 import logging
 import math
 
+from ..assembly import EDITX_FOLDER
+from ..cli_options import OPTION_OF_SETTING, check_model_folder_options
 from ..errors import InvalidArgumentError
 from ..realtime.cli import add_arguments, check_args, model_settings
 
@@ -35,6 +41,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_arguments(parser, default_port=8000)
     parser.add_argument("--ui", action="store_true", help="also serve the Gradio demo at /ui/ (needs stepaudio[ui])")
+    parser.add_argument(
+        "--editx",
+        action="store_true",
+        help="also load Step-Audio-EditX (found in MODEL_PATH or --editx-path; its 3B LM needs about 7 GB more): "
+        "model step-audio-editx on /v1/audio/speech (cloning from ref_audio) and POST /v1/audio/edits",
+    )
+    parser.add_argument(
+        "--editx-path", default=None, help="Step-Audio-EditX folder (default: found in MODEL_PATH); implies --editx"
+    )
+    parser.add_argument(
+        "--editx-backend",
+        default=None,
+        metavar="BACKEND",
+        help="Step-Audio-EditX's LM on: transformers (default), static, compiled, vllm or a vllm serve URL",
+    )
+    parser.add_argument(
+        "--editx-quantization",
+        default=None,
+        metavar="METHOD",
+        help="load Step-Audio-EditX's LM quantized: int8 or int4 (bitsandbytes); awq-4bit with --editx-backend vllm",
+    )
     parser.add_argument("--no-realtime", action="store_true", help="do not serve the real-time WebSocket and page")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/* requests")
     parser.add_argument(
@@ -94,28 +121,46 @@ def add_front_page(app, target: str) -> None:
     app.add_api_route("/", lambda: RedirectResponse(target), methods=["GET"], include_in_schema=False)
 
 
+def wants_editx(args: argparse.Namespace) -> bool:
+    """Whether Step-Audio-EditX is to be served: ``--editx``, or its folder given with ``--editx-path``."""
+    return bool(args.editx or args.editx_path is not None)
+
+
 def run(args: argparse.Namespace) -> int:
     config, server_config = check_args(args)  # the real-time settings, the folders, the speaker, the port
+    for option in ("editx_backend", "editx_quantization"):
+        value = getattr(args, option)
+        if value is not None and not wants_editx(args):
+            detail = f"only applies with --editx (or --editx-path), got {value!r}"
+            raise InvalidArgumentError.about("--" + option.replace("_", "-"), detail, value)
+    if wants_editx(args):
+        check_model_folder_options(args, needs=(EDITX_FOLDER,))
     settings = build_api_settings(args)
     if args.ui:
         check_ui_available()
 
     import torch
 
-    from ..assembly import load_pipeline
+    from ..assembly import load_editx, load_pipeline
     from ..realtime.server import AsgiServer, serve_until_interrupted
     from .app import create_app
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
     # Clones arrive with requests from anyone: their features are not kept on disk.
-    pipeline = load_pipeline(args.model_path, dataclasses.replace(model_settings(args), cache_cloned_voices=False))
+    models = dataclasses.replace(model_settings(args), cache_cloned_voices=False)
+    pipeline = load_pipeline(args.model_path, models)
+    # One audio tokenizer for every model: EditX shares the pipeline's.
+    editx = (
+        load_editx(args.model_path, models, pipeline.tokenizer, names=OPTION_OF_SETTING) if wants_editx(args) else None
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
         logger.warning("serving on %s without --api-key: anyone who reaches it can use the models", args.host)
     front_page = "/ui/" if args.ui else None if args.no_realtime else "/realtime/"
     app = create_app(
         pipeline,
         settings,
+        editx=editx,
         realtime=not args.no_realtime,
         realtime_options={"config": config, "server_config": server_config},
         ui=args.ui,
@@ -129,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
     def announce(port: int) -> None:
         base = f"http://{args.host}:{port}"
         print(f"OpenAI-compatible API at {base}/v1", flush=True)
+        if editx is not None:
+            print(
+                f"Step-Audio-EditX: model {settings.editx_model} on {base}/v1/audio/speech (with ref_audio) and "
+                f"{base}/v1/audio/edits",
+                flush=True,
+            )
         if not args.no_realtime:
             print(f"real-time voice chat: open {base}/realtime/", flush=True)
         if args.ui:
@@ -139,4 +190,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run", "build_api_settings"]
+__all__ = ["register", "run", "build_api_settings", "wants_editx"]

@@ -12,6 +12,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from ..tts.postprocess import MAX_SPEED_RATIO, MIN_SPEED_RATIO
+from .audio_formats import OUTPUT_FORMATS, STREAM_FORMATS
 from .errors import APIError, api_error_from, validation_error
 from .work_queue import WorkStream
 
@@ -19,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "check_length",
+    "check_output_format",
+    "check_ref_text",
+    "check_speed",
     "parse_model",
     "primed",
     "read_form",
@@ -98,6 +103,60 @@ def check_length(text: str, param: str, limit: int) -> None:
             param=param,
             code="string_above_max_length",
         )
+
+
+def check_ref_text(ref_text: str | None, limit: int) -> str:
+    """The transcript sent with a ``ref_audio`` clip: 400 when it is missing or blank, or longer than ``limit``."""
+    if ref_text is None or not ref_text.strip():
+        raise APIError(
+            400,
+            "ref_text is required with ref_audio: give the transcript of the clip (the model reads the voice "
+            "from the clip and its words)",
+            param="ref_text",
+            code="missing_required_parameter",
+        )
+    check_length(ref_text, "ref_text", limit)
+    return ref_text
+
+
+def check_output_format(fmt: str, stream_format: str | None = None) -> str:
+    """``response_format`` (one of :data:`OUTPUT_FORMATS`) and ``stream_format`` (``audio``, ``sse`` or ``None``,
+    and only for a streamable format), else 400; returns the format."""
+    if fmt not in OUTPUT_FORMATS:
+        raise APIError(
+            400,
+            f"response_format {fmt!r} is not supported; use one of {', '.join(OUTPUT_FORMATS)}",
+            param="response_format",
+            code="unsupported_format",
+        )
+    if stream_format not in (None, "audio", "sse"):
+        raise APIError(
+            400,
+            f"stream_format {stream_format!r} is not supported; use 'audio' or 'sse', or leave it out",
+            param="stream_format",
+            code="invalid_value",
+        )
+    if stream_format is not None and fmt not in STREAM_FORMATS:
+        raise APIError(
+            400,
+            f"response_format {fmt!r} cannot be streamed (its header holds the length); stream "
+            f"{', '.join(STREAM_FORMATS)}, or leave stream_format out",
+            param="response_format",
+            code="unsupported_format",
+        )
+    return fmt
+
+
+def check_speed(speed: float) -> float:
+    """``speed`` (a time stretch of the output) from 0.25 to 4.0, else 400."""
+    if not MIN_SPEED_RATIO <= speed <= MAX_SPEED_RATIO:
+        raise APIError(
+            400,
+            f"speed must be from {MIN_SPEED_RATIO} to {MAX_SPEED_RATIO}, got {speed}; 1.0 keeps the tempo",
+            param="speed",
+            code="invalid_value",
+        )
+    return float(speed)
 
 
 def sse(data: Any) -> bytes:

@@ -15,6 +15,8 @@ __all__ = ["DEFAULT_MODEL_ALIASES", "OPENAI_VOICES", "ServerSettings"]
 #: The model ids the server lists in ``GET /v1/models``.
 CHAT_MODEL = "step-audio-chat"
 TTS_MODEL = "step-audio-tts-3b"
+#: Listed only when the server has Step-Audio-EditX loaded (``stepaudio serve --editx``).
+EDITX_MODEL = "step-audio-editx"
 
 #: OpenAI model names accepted as aliases, so clients with a hard-coded default model work unchanged.
 DEFAULT_MODEL_ALIASES: Mapping[str, str] = MappingProxyType(
@@ -67,14 +69,16 @@ class ServerSettings:
     Attributes:
         chat_model: id of Step-Audio-Chat in ``/v1/models`` (chat completions and transcriptions).
         tts_model: id of Step-Audio-TTS-3B (``/v1/audio/speech``).
-        model_aliases: other accepted model names -> ``chat_model`` or ``tts_model`` (default: OpenAI's
-            names, see :data:`DEFAULT_MODEL_ALIASES`); any other name is answered with 404.
+        editx_model: id of Step-Audio-EditX (``/v1/audio/speech`` with ``ref_audio``, ``/v1/audio/edits``),
+            served when the app is given an EditX model.
+        model_aliases: other accepted model names -> ``chat_model``, ``tts_model`` or ``editx_model``
+            (default: OpenAI's names, see :data:`DEFAULT_MODEL_ALIASES`); any other name is answered with 404.
         voice_aliases: other accepted voice names -> a registered speaker (checked against the speakers
             folder by :func:`~stepaudio.server.create_app`).
         api_key: when set, ``/v1/*`` requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
         max_body_bytes: largest request body (413 above it); OpenAI's file limit is 25 MB.
         max_audio_seconds: most seconds of input audio in one request (all chat audio parts together,
-            a transcription file, a voice-cloning ``ref_audio``).
+            a transcription file, a voice-cloning ``ref_audio``, the clip of an edit).
         max_input_chars: longest ``input`` of ``/v1/audio/speech`` (OpenAI's 4096) and ``ref_text``.
         max_chat_chars: most characters of text in the messages of one chat request.
         default_max_tokens: reply length when a chat request names none.
@@ -93,6 +97,7 @@ class ServerSettings:
 
     chat_model: str = CHAT_MODEL
     tts_model: str = TTS_MODEL
+    editx_model: str = EDITX_MODEL
     model_aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
     voice_aliases: Mapping[str, str] = field(default_factory=dict)
     api_key: str | None = None
@@ -115,15 +120,19 @@ class ServerSettings:
     def __post_init__(self) -> None:
         check_text(self.chat_model, "chat_model")
         check_text(self.tts_model, "tts_model")
+        check_text(self.editx_model, "editx_model")
         if self.chat_model == self.tts_model:
             detail = f"must differ from chat_model, got {self.tts_model!r} for both"
             raise InvalidArgumentError.about("tts_model", detail, self.tts_model)
+        if self.editx_model in (self.chat_model, self.tts_model):
+            detail = f"must differ from chat_model and tts_model, got {self.editx_model!r}"
+            raise InvalidArgumentError.about("editx_model", detail, self.editx_model)
         aliases = _check_name_map(self.model_aliases, "model_aliases")
         for alias, target in aliases.items():
-            if target not in (self.chat_model, self.tts_model):
+            if target not in (self.chat_model, self.tts_model, self.editx_model):
                 detail = (
                     f"maps {alias!r} to {target!r}, which is not served; map aliases to "
-                    f"{self.chat_model!r} or {self.tts_model!r}"
+                    f"{self.chat_model!r}, {self.tts_model!r} or {self.editx_model!r}"
                 )
                 raise InvalidArgumentError.about("model_aliases", detail, self.model_aliases)
         object.__setattr__(self, "model_aliases", MappingProxyType(aliases))

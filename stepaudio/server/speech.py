@@ -9,6 +9,11 @@ chunks, then ``speech.audio.done``; absent: the whole file at once).  Extensions
 clip to clone, base64 / data URL, or an upload) with ``ref_text`` (its transcript), as vLLM-Omni
 names them (with ``ref_audio`` the ``voice`` is not used), and ``temperature`` (TTS sampling, default
 0.7).  A request never names a file on the server.
+
+With ``model: "step-audio-editx"`` (served when the server has Step-Audio-EditX loaded, ``stepaudio
+serve --editx``) the voice is always cloned: ``ref_audio`` and ``ref_text`` are required, ``language``
+(``Sichuanese``, ``Cantonese``, ``Japanese``, ``Korean``) adds EditX's language prefix, and the speech
+is made by :mod:`stepaudio.server.editx` at EditX's 24 kHz.
 """
 
 from __future__ import annotations
@@ -29,13 +34,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from ..tts.postprocess import MAX_SPEED_RATIO, MIN_SPEED_RATIO
 from ..tts.prompts import MUSIC_INSTRUCTIONS, leading_instruction
 from ..tts.tts import MAX_TEMPERATURE, SAMPLE_RATE
 from .audio_formats import (
     MEDIA_TYPES,
-    OUTPUT_FORMATS,
-    STREAM_FORMATS,
     DecodedAudio,
     StreamEncoder,
     decode_audio,
@@ -45,6 +47,9 @@ from .audio_formats import (
 )
 from .common import (
     check_length,
+    check_output_format,
+    check_ref_text,
+    check_speed,
     log_stream_failure,
     parse_model,
     primed,
@@ -56,9 +61,11 @@ from .common import (
     unsupported_media_type,
     upload_bytes,
 )
+from .editx import speak_with_editx
 from .errors import APIError, api_error_from
 from .instructions import instruction_tag
 from .models import resolve_model
+from .settings import ServerSettings
 from .state import ServerState, State
 
 logger = logging.getLogger(__name__)
@@ -86,6 +93,7 @@ class SpeechRequest(BaseModel):
     ref_audio: str | bytes | None = None
     ref_text: str | None = None
     temperature: float | None = None
+    language: str | None = None
 
 
 @dataclass
@@ -113,42 +121,27 @@ async def _read_request(request: Request, state: ServerState) -> SpeechRequest:
     raise unsupported_media_type(request, "application/json, or multipart/form-data to upload ref_audio")
 
 
-def _plan(state: ServerState, body: SpeechRequest) -> tuple[SpeechPlan, Any]:
-    """Check every field; returns the plan and the raw ``ref_audio`` bytes (decoded later, off the loop)."""
-    settings = state.settings
-    resolve_model(settings, body.model, "speech")
+def check_input(settings: ServerSettings, body: SpeechRequest) -> None:
+    """``input`` (non-blank, at most ``max_input_chars``), ``response_format`` / ``stream_format`` and ``speed``."""
     if not body.input.strip():
         raise APIError(400, "input is empty: give the text to speak", param="input", code="invalid_value")
     check_length(body.input, "input", settings.max_input_chars)
+    check_output_format(body.response_format, body.stream_format)
+    check_speed(body.speed)
+
+
+def _plan(state: ServerState, body: SpeechRequest) -> tuple[SpeechPlan, Any]:
+    """Check every field; returns the plan and the raw ``ref_audio`` bytes (decoded later, off the loop)."""
+    settings = state.settings
+    check_input(settings, body)
     fmt = body.response_format
-    if fmt not in OUTPUT_FORMATS:
+    if body.language is not None:
         raise APIError(
             400,
-            f"response_format {fmt!r} is not supported; use one of {', '.join(OUTPUT_FORMATS)}",
-            param="response_format",
-            code="unsupported_format",
-        )
-    if body.stream_format not in (None, "audio", "sse"):
-        raise APIError(
-            400,
-            f"stream_format {body.stream_format!r} is not supported; use 'audio' or 'sse', or leave it out",
-            param="stream_format",
-            code="invalid_value",
-        )
-    if body.stream_format is not None and fmt not in STREAM_FORMATS:
-        raise APIError(
-            400,
-            f"response_format {fmt!r} cannot be streamed (its header holds the length); stream "
-            f"{', '.join(STREAM_FORMATS)}, or leave stream_format out",
-            param="response_format",
-            code="unsupported_format",
-        )
-    if not MIN_SPEED_RATIO <= body.speed <= MAX_SPEED_RATIO:
-        raise APIError(
-            400,
-            f"speed must be from {MIN_SPEED_RATIO} to {MAX_SPEED_RATIO}, got {body.speed}; 1.0 keeps the tempo",
-            param="speed",
-            code="invalid_value",
+            f"language only applies to the model {settings.editx_model!r} (a dialect or language prefix of EditX "
+            f"cloning); {settings.tts_model!r} takes it as an instruction, e.g. instructions='speak Cantonese'",
+            param="language",
+            code="unsupported_parameter",
         )
     temperature = 0.7 if body.temperature is None else body.temperature
     if not 0 < temperature <= MAX_TEMPERATURE:
@@ -173,16 +166,7 @@ def _plan(state: ServerState, body: SpeechRequest) -> tuple[SpeechPlan, Any]:
     ref_text = None
     if body.ref_audio is not None:
         raw_clip = body.ref_audio if isinstance(body.ref_audio, bytes) else decode_base64(body.ref_audio, "ref_audio")
-        if body.ref_text is None or not body.ref_text.strip():
-            raise APIError(
-                400,
-                "ref_text is required with ref_audio: give the transcript of the clip (the model reads the voice "
-                "from the clip and its words)",
-                param="ref_text",
-                code="missing_required_parameter",
-            )
-        check_length(body.ref_text, "ref_text", settings.max_input_chars)
-        ref_text = body.ref_text
+        ref_text = check_ref_text(body.ref_text, settings.max_input_chars)
     else:
         if body.ref_text is not None:
             raise APIError(
@@ -230,6 +214,10 @@ class _ClonePrompt:
 @router.post("/v1/audio/speech")
 async def create_speech(request: Request, state: State) -> Response:
     body = await _read_request(request, state)
+    model = resolve_model(state.settings, body.model, "speech", editx_loaded=state.editx is not None)
+    if model == state.settings.editx_model:
+        check_input(state.settings, body)
+        return await speak_with_editx(state, body)
     plan, raw_clip = _plan(state, body)
     settings = state.settings
     clone: _ClonePrompt | None = None

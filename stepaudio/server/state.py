@@ -61,12 +61,17 @@ class AudioTranscripts:
 
 @dataclass
 class ServerState:
-    """The shared state of one app (``app.state.stepaudio``)."""
+    """The shared state of one app (``app.state.stepaudio``).
+
+    ``editx`` is the :class:`~stepaudio.editx.StepAudioEditX` the app serves as ``settings.editx_model``,
+    or ``None`` when it has none (its requests are then answered 404).
+    """
 
     pipeline: Any
     settings: ServerSettings
     work_queue: WorkQueue
     transcripts: AudioTranscripts
+    editx: Any = None
     created: int = field(default_factory=lambda: int(time.time()))
 
     # The pipeline's parts (``pipeline.tts`` / ``pipeline.tokenizer`` are newer names of the same objects).
@@ -81,6 +86,11 @@ class ServerState:
     @property
     def tokenizer(self) -> Any:
         return self.pipeline.encoder
+
+    def served_models(self) -> list[str]:
+        """The model ids this app serves: the chat model, the TTS and, when loaded, EditX."""
+        names = [self.settings.chat_model, self.settings.tts_model]
+        return names + [self.settings.editx_model] if self.editx is not None else names
 
     @property
     def chat_defaults(self) -> dict[str, Any]:

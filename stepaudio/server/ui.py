@@ -1,4 +1,5 @@
-"""A Gradio demo of a :class:`~stepaudio.StepAudio` pipeline: voice chat, text to speech and voice cloning.
+"""A Gradio demo of a :class:`~stepaudio.StepAudio` pipeline: voice chat, text to speech and voice cloning,
+and with Step-Audio-EditX (``editx=``) audio editing.
 
 ``build_ui(pipeline)`` returns the ``gr.Blocks`` page; ``mount_ui(app, pipeline)`` mounts it on a FastAPI
 app (``stepaudio serve --ui`` serves it at ``/ui`` beside the other endpoints).  Gradio is an optional
@@ -13,6 +14,7 @@ never as tracebacks.  Every event has an ``api_name``, so ``gradio_client`` can 
     chat, reply_text, reply_wav = client.predict(handle_file("ask.wav"), "", "Tingting", api_name="/voice_chat")
     wav = client.predict("你好", "Tingting", "高兴1", 1.0, 1.0, api_name="/tts")
     wav = client.predict(handle_file("voice.wav"), "its words", "text to say", 1.0, 1.0, api_name="/clone_voice")
+    wav = client.predict(handle_file("voice.wav"), "its words", "emotion", "happy", 1, "", api_name="/edit_audio")
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["API_NAMES", "UI_INSTALL_HINT", "build_ui", "mount_ui"]
+__all__ = ["API_NAMES", "EDITX_API_NAMES", "UI_INSTALL_HINT", "build_ui", "mount_ui"]
 
 #: What to run when Gradio is missing.
 UI_INSTALL_HINT = "pip install 'stepaudio[ui]'"
 
 #: The ``api_name`` of every event of the page (``gradio_client`` calls them as ``"/" + name``).
 API_NAMES = ("voice_chat", "clear_chat", "tts", "clone_voice")
+#: The events the Edit tab adds when the page has Step-Audio-EditX.
+EDITX_API_NAMES = ("edit_audio", "edit_info_choices")
 
 #: Library errors that are the user's input, shown as a ``gr.Error`` with the library's message.
 USER_ERRORS = (UsageError, AudioInputError, PromptError)
@@ -98,8 +102,10 @@ class _Demo:
         generation: dict[str, Any],
         system_prompt: str | None,
         model_lock: contextlib.AbstractContextManager | None,
+        editx: Any | None = None,
     ) -> None:
         self.gr = gr
+        self.editx = editx
         self.chat_model = pipeline.llm
         self.tts_model = _tts_of(pipeline)
         self.audio_tokenizer = getattr(pipeline, "tokenizer", None) or pipeline.encoder  # upstream's name: encoder
@@ -202,6 +208,39 @@ class _Demo:
         clone = {"wav_path": prompt_audio, "prompt_text": transcript.strip()}
         return self._speak(text or "", clone_dict=clone, speed_ratio=speed, volume_ratio=volume)
 
+    # ---------------------------------------------------------------------------------------- editing
+    def edit_info_choices(self, edit_type: str | None) -> Any:
+        """The ``edit_info`` menu's new choices when the edit type changes."""
+        choices, value = _edit_info_menu(edit_type)
+        return self.gr.Dropdown(choices=choices, value=value)
+
+    def edit_audio(
+        self,
+        audio: str | None,
+        audio_text: str | None,
+        edit_type: str | None,
+        edit_info: str | None,
+        iterations: float,
+        text: str | None,
+    ) -> tuple[int, np.ndarray] | None:
+        """Edit ``audio`` (whose words are ``audio_text``) with Step-Audio-EditX ``iterations`` times."""
+        gr = self.gr
+        if not audio:
+            raise _error(gr, "upload or record the clip to edit")
+        with _user_errors(gr), self.model_lock:
+            wav, sample_rate = self.editx.edit(
+                audio,
+                audio_text or "",
+                edit_type,
+                edit_info or None,
+                iterations=int(iterations),
+                text=text if text and text.strip() else None,
+            )
+        if not wav.numel():
+            gr.Warning("The model produced no speech for this clip.")
+            return None
+        return sample_rate, _int16(wav)
+
     def _speak(self, text: str, **kwargs: Any) -> tuple[int, np.ndarray] | None:
         tts = self.tts_model
         with _user_errors(self.gr), self.model_lock:
@@ -211,6 +250,16 @@ class _Demo:
             self.gr.Warning("The model produced no speech for this text.")
             return None
         return sample_rate, _int16(wav)
+
+
+def _edit_info_menu(edit_type: str | None) -> tuple[list[tuple[str, str]], str]:
+    """``(choices, value)`` of the ``edit_info`` menu: the type's accepted values, or only "none" (``""``)."""
+    from ..editx.edit_config import EDIT_INFO_CHOICES
+
+    accepted = EDIT_INFO_CHOICES.get(edit_type or "", ())
+    if not accepted:
+        return [("none", _NO_TAG)], _NO_TAG
+    return [(value, value) for value in accepted], accepted[0]
 
 
 def _tts_of(pipeline: Any) -> Any:
@@ -246,8 +295,10 @@ def build_ui(
     top_p: float | None = None,
     model_lock: contextlib.AbstractContextManager | None = None,
     title: str = "Step-Audio",
+    editx: Any | None = None,
 ) -> gr.Blocks:
-    """The demo page of ``pipeline`` (a :class:`~stepaudio.StepAudio`), as a ``gr.Blocks`` with three tabs.
+    """The demo page of ``pipeline`` (a :class:`~stepaudio.StepAudio`), as a ``gr.Blocks`` with three tabs
+    (four with ``editx``).
 
     * **Voice chat**: a question recorded with the microphone or uploaded, and/or typed; the reply's
       text and speech in the chosen voice; the conversation is kept per browser session
@@ -258,8 +309,12 @@ def build_ui(
       tag ``""`` is none).
     * **Voice cloning**: a prompt clip and its transcript, the text to speak, speed and volume
       (api ``/clone_voice``: ``(clip, transcript, text, speed, volume) -> audio``).
+    * **Edit** (with ``editx``): a clip and its transcript, the edit type and its emotion / style / speed,
+      the number of iterations (each edits the previous output) and, for paralinguistic edits, the
+      transcript with ``[Tag]`` sounds (api ``/edit_audio``: ``(clip, transcript, edit_type, edit_info,
+      iterations, text) -> audio``; ``edit_info`` / ``text`` ``""`` is none).
 
-    Audio comes back as 22050 Hz 16-bit wav.
+    Audio comes back as 16-bit wav: 22050 Hz from the TTS, 24000 Hz from EditX.
 
     Args:
         pipeline: the loaded pipeline (uses its ``llm``, ``tts`` and ``tokenizer``; ``decoder``, ``encoder`` too).
@@ -272,6 +327,8 @@ def build_ui(
         model_lock: a lock (any context manager) held around model work, to share the models with
             other endpoints of the same app; the page itself already runs one model call at a time.
         title: heading of the page.
+        editx: a loaded :class:`~stepaudio.editx.StepAudioEditX` (best sharing the pipeline's tokenizer):
+            adds the Edit tab.
 
     Raises:
         ImportError: Gradio is not installed (``pip install 'stepaudio[ui]'``).
@@ -295,6 +352,9 @@ def build_ui(
         system_prompt = DEFAULT_VOICE_SYSTEM_PROMPT
     check_text(system_prompt, "system_prompt", allow_empty=True)
     check_text(title, "title", allow_empty=True)
+    if editx is not None and not callable(getattr(editx, "edit", None)):
+        detail = f"must be None or a StepAudioEditX (stepaudio.assembly.load_editx), got {describe_value(editx)}"
+        raise InvalidArgumentError.about("editx", detail, editx)
     if model_lock is not None and not (hasattr(model_lock, "__enter__") and hasattr(model_lock, "__exit__")):
         detail = f"must be None or a lock (a context manager, e.g. threading.Lock()), got {describe_value(model_lock)}"
         raise InvalidArgumentError.about("model_lock", detail, model_lock)
@@ -307,7 +367,7 @@ def build_ui(
     default_voice = default_speaker or (voices[0] if voices else None)
 
     gr = _import_gradio()
-    demo = _Demo(gr, pipeline, generation, system_prompt or None, model_lock)
+    demo = _Demo(gr, pipeline, generation, system_prompt or None, model_lock, editx)
     # Gradio 5 needs type="messages" (its default is the old tuples); Gradio 6 only has messages.
     chat_format = {"type": "messages"} if "type" in inspect.signature(gr.Chatbot).parameters else {}
     model_event = {"concurrency_limit": 1, "concurrency_id": MODEL_CONCURRENCY_ID}
@@ -392,8 +452,48 @@ def build_ui(
                     api_name="clone_voice",
                     **model_event,
                 )
+            if editx is not None:
+                _edit_tab(gr, demo, model_event)
     blocks.queue(default_concurrency_limit=1)
     return blocks
+
+
+def _edit_tab(gr, demo: _Demo, model_event: dict[str, Any]) -> None:
+    """The Edit tab (Step-Audio-EditX): a clip, its transcript, what to change, how many times."""
+    from ..editx.edit_config import EDIT_TYPES, PARALINGUISTIC_TAGS
+    from .editx import MAX_EDIT_ITERATIONS
+
+    with gr.Tab("Edit"):
+        with gr.Row():
+            edit_clip = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip to edit")
+            edit_transcript = gr.Textbox(
+                label="Transcript of that clip (may stay empty for denoise and vad)", lines=3
+            )
+        with gr.Row():
+            # Custom values reach the library, whose message lists what is accepted.
+            edit_type = gr.Dropdown(list(EDIT_TYPES), value=EDIT_TYPES[0], label="Edit type", allow_custom_value=True)
+            choices, value = _edit_info_menu(EDIT_TYPES[0])
+            edit_info = gr.Dropdown(choices, value=value, label="Emotion, style or speed", allow_custom_value=True)
+            edit_iterations = gr.Slider(
+                1, MAX_EDIT_ITERATIONS, value=1, step=1, label="Iterations (each edits the previous output)"
+            )
+        edit_text = gr.Textbox(
+            label="Paralinguistic only: the transcript with [Tag] sounds, e.g. 'I think [Uhm] it works' "
+            f"(tags: {', '.join(PARALINGUISTIC_TAGS)})",
+            lines=2,
+        )
+        edit_button = gr.Button("Edit", variant="primary")
+        edit_output = gr.Audio(label="Edited audio", format="wav", interactive=False)
+        edit_type.change(
+            demo.edit_info_choices, inputs=edit_type, outputs=edit_info, api_name="edit_info_choices", queue=False
+        )
+        edit_button.click(
+            demo.edit_audio,
+            inputs=[edit_clip, edit_transcript, edit_type, edit_info, edit_iterations, edit_text],
+            outputs=edit_output,
+            api_name="edit_audio",
+            **model_event,
+        )
 
 
 def mount_ui(

@@ -21,6 +21,7 @@ from .text_tokenizer_fixture import build_step_sentencepiece_model
 __all__ = [
     "build_step_sentencepiece_model",
     "build_tiny_chat_checkpoint",
+    "build_tiny_editx_checkpoint",
     "build_tiny_step1_checkpoint",
     "build_tiny_tts_lm_checkpoint",
     "build_tiny_checkpoints",
@@ -52,6 +53,13 @@ def build_tiny_tts_checkpoint(folder: str | Path, seed: int = 1) -> Path:
     return folder
 
 
+def build_tiny_editx_checkpoint(folder: str | Path, seed: int = 2) -> Path:
+    """A tiny ``Step-Audio-EditX`` folder: the Step-1 LM (TTS-3B layout) plus the 24 kHz ``CosyVoice-300M-25Hz``."""
+    from .editx_fixture import build_tiny_editx_checkpoint as build
+
+    return build(folder, seed=seed)
+
+
 def build_tiny_tokenizer_checkpoint(folder: str | Path, seed: int = 0) -> Path:
     """A tiny ``Step-Audio-Tokenizer`` folder (streaming Paraformer, k-means, ONNX tokenizer)."""
     from .tokenizer_fixture import build_tiny_tokenizer_checkpoint as build
@@ -73,5 +81,6 @@ def build_tiny_checkpoints(out_dir: str | Path, seed: int = 0) -> dict[str, Path
         "Step-Audio-Chat": build_tiny_chat_checkpoint(out_dir / "Step-Audio-Chat", seed=seed),
         "Step-Audio-TTS-3B": build_tiny_tts_checkpoint(out_dir / "Step-Audio-TTS-3B", seed=seed + 1),
         "Step-Audio-Tokenizer": build_tiny_tokenizer_checkpoint(out_dir / "Step-Audio-Tokenizer", seed=seed),
+        "Step-Audio-EditX": build_tiny_editx_checkpoint(out_dir / "Step-Audio-EditX", seed=seed + 2),
         "speakers": build_tiny_speakers_folder(out_dir / "speakers", seed=seed),
     }

@@ -24,7 +24,9 @@ section 2.2) used by the manifest test and the benchmark.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -246,17 +248,30 @@ def _write_speech_tokenizer_onnx(path: Path, seed: int) -> None:
     _write_semantic_onnx(path, seed)
 
 
+def random_flow_hift_states(
+    build: Callable[[], Any], seed: int, gain_key: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """float32 state dicts of the ``flow`` and ``hift`` that ``build()`` makes after ``torch.manual_seed(seed)``.
+
+    The random vocoder is kept in a sensible range: voiced F0 around 150 Hz and quiet log-magnitudes (the
+    ``conv_post`` weight-norm magnitude ``gain_key`` scaled by 0.3).  Shared with the 24 kHz fixture.
+    """
+    torch.manual_seed(seed)
+    built = build()
+    flow_state = {key: value.detach().clone().float() for key, value in built.flow.state_dict().items()}
+    hift_state = {key: value.detach().clone().float() for key, value in built.hift.state_dict().items()}
+    hift_state["f0_predictor.classifier.bias"] = torch.full_like(hift_state["f0_predictor.classifier.bias"], 150.0)
+    hift_state[gain_key] = hift_state[gain_key] * 0.3
+    return flow_state, hift_state
+
+
 def _random_decoder_weights(text: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     from stepaudio.cosyvoice.builder import build_from_recipe
     from stepaudio.cosyvoice.config import parse_recipe
 
-    torch.manual_seed(seed)
-    built = build_from_recipe(parse_recipe(text))
-    flow_state = {key: value.detach().clone().float() for key, value in built.flow.state_dict().items()}
-    hift_state = {key: value.detach().clone().float() for key, value in built.hift.state_dict().items()}
-    # keep the random vocoder in a sensible range: voiced F0 around 150 Hz and quiet log-magnitudes
-    hift_state["f0_predictor.classifier.bias"] = torch.full_like(hift_state["f0_predictor.classifier.bias"], 150.0)
-    hift_state["conv_post.weight_g"] = hift_state["conv_post.weight_g"] * 0.3
+    flow_state, hift_state = random_flow_hift_states(
+        lambda: build_from_recipe(parse_recipe(text)), seed, "conv_post.weight_g"
+    )
     hift_state["conv_post.bias"] = hift_state["conv_post.bias"] + 1.0
     return flow_state, hift_state
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..assembly import ModelSettings
 from ..cli_options import (
+    add_backend_options,
     add_common_options,
     add_model_folder_options,
     add_speech_options,
@@ -68,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stream", action="store_true", help="generate with the streaming path, printing chunk times")
     add_speech_options(parser)
+    add_backend_options(parser, chat=False)
     add_common_options(parser)
 
 

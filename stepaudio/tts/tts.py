@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-import queue
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.generation.streamers import BaseStreamer
+from transformers import LogitsProcessor
 
 from ..audio import audio_duration, load_audio, to_mono
 from ..cosyvoice import CosyVoiceDecoder
@@ -32,9 +30,15 @@ from ..errors import (
     InvalidArgumentError,
     PromptError,
 )
+from ..llm.backends import (
+    GenerationBackend,
+    SamplingSettings,
+    check_backend_spec,
+    check_quantization_for,
+    make_backend,
+)
+from ..llm.backends.base import TTS_REPETITION_MAX_RATIO, TTS_REPETITION_WINDOW
 from ..llm.chat import resolve_model_folder
-from ..llm.generation import BackgroundGeneration
-from ..llm.modeling import Step1ForCausalLM
 from ..llm.text_tokenizer import AUDIO_TOKEN_OFFSET, EOT_ID, NUM_AUDIO_CODES, load_text_tokenizer
 from ..tokenizer.interleave import AUDIO_TOKENS_PER_SECOND, audio_seconds_for, max_audio_tokens
 from ..validation import (
@@ -50,7 +54,6 @@ from ..validation import (
 )
 from .postprocess import change_speed, change_volume, check_speed_ratio, check_volume_ratio
 from .prompts import MUSIC_DECODER, SPEECH_DECODER, TTSRequestPlan, build_tts_prompt_ids, plan_tts_request
-from .sampling import RepetitionAwareLogitsProcessor
 from .speakers import (
     CLONE_HINT,
     SPEAKERS_INFO_FILE,
@@ -116,41 +119,6 @@ class AudioTokensOnlyLogitsProcessor(LogitsProcessor):
         return scores + self.additive_mask(scores.device, scores.dtype)[: scores.shape[-1]]
 
 
-class _ProgressStreamer(BaseStreamer):
-    """A tqdm bar over generated audio tokens (the prompt, sent first, is skipped)."""
-
-    def __init__(self, total: int, description: str) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, unit="tok", desc=description, leave=False)
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if self._prompt_seen:
-            self.bar.update(value.numel())
-        self._prompt_seen = True
-
-    def end(self) -> None:
-        self.bar.close()
-
-
-class _QueueStreamer(BaseStreamer):
-    """Hands generated ids to another thread (the prompt, sent first, is skipped)."""
-
-    def __init__(self) -> None:
-        self.ids: queue.Queue[list[int] | None] = queue.Queue()
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self.ids.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.ids.put(None)
-
-
 @dataclass(frozen=True)
 class _VoiceSource:
     """Where a segment's voice prompt comes from: a clip and its transcript (a clone's or a registered speaker's)."""
@@ -197,6 +165,13 @@ class StepAudioTTS:
         cache_cloned_voices: keep the voice-prompt features of cloned clips (``clone_dict``) in the disk
             cache, so cloning the same clip again is quick; a server that clones per request passes
             ``False`` so that the cache does not grow with every clip.  Registered speakers are always cached.
+        backend: what samples the audio tokens (see :mod:`stepaudio.llm.backends`): ``None`` /
+            ``"transformers"`` (the LM in this process, the default), ``"vllm"`` (an in-process vLLM
+            engine), the ``http(s)://`` URL of a ``vllm serve`` server (the LM weights are then not loaded
+            here; the folder still provides the text tokenizer, config.json and the decoders), or a ready
+            :class:`~stepaudio.llm.backends.GenerationBackend`.
+        quantization: ``"int8"`` / ``"int4"``: load the LM weight-only quantized (bitsandbytes, shard by
+            shard; see :mod:`stepaudio.llm.quantization`); with ``backend="vllm"`` vLLM's own method name.
 
     Every argument is checked before anything is loaded, and every call checks its text, voice and
     settings before any voice prompt is computed or the LM runs (see :meth:`check_request`).
@@ -218,6 +193,8 @@ class StepAudioTTS:
         seed: int = 0,
         allow_unknown_tags: bool = False,
         cache_cloned_voices: bool = True,
+        backend: str | GenerationBackend | None = None,
+        quantization: str | None = None,
     ) -> None:
         # Arguments first: a wrong one costs nothing (no model is loaded yet).
         if not callable(getattr(tokenizer, "wav2token", None)):
@@ -242,6 +219,8 @@ class StepAudioTTS:
         )
         self.seed = check_int(seed, "seed", minimum=0)
         check_choice(attn_implementation, "attn_implementation", ATTENTION_BACKENDS)
+        backend_spec = check_backend_spec(backend, "backend")
+        check_quantization_for(backend_spec, quantization)
         check_bool(allow_unknown_tags, "allow_unknown_tags")
         self.allow_unknown_tags = allow_unknown_tags
         #: keep cloned clips' voice-prompt features in the disk cache (registered speakers are always cached)
@@ -269,15 +248,34 @@ class StepAudioTTS:
         self.voice_prompts = VoicePromptCache(self._extract_voice_prompt, self._model_fingerprint(), cache_dir)
         self.speakers = SpeakerRegistry(speakers_dir, self.voice_prompts) if speakers_dir is not None else None
         self.text_tokenizer = load_text_tokenizer(self.model_path)
-        self.model = Step1ForCausalLM.from_pretrained(
-            self.model_path, dtype=self.dtype, attn_implementation=attn_implementation
+        #: samples the audio tokens (:mod:`stepaudio.llm.backends`)
+        self.backend: GenerationBackend = make_backend(
+            backend_spec,
+            self.model_path,
+            role="tts",
+            name="backend",
+            device=self.device,
+            dtype=self.dtype,
+            attn_implementation=attn_implementation,
+            pad_token_id=self.text_tokenizer.pad_token_id,
+            quantization=quantization,
+            max_model_len=TTS_MAX_LENGTH,
         )
-        self.model.to(self.device).eval()
-        #: Longest prompt + generated speech, in tokens: upstream's 8192, or the folder's ``max_seq_len`` if smaller.
-        self.max_length = min(TTS_MAX_LENGTH, int(self.model.config.max_seq_len))
+        #: the local Step-1 LM of the ``transformers`` backend (``None`` with any other backend)
+        self.model = getattr(self.backend, "model", None)
+        #: Longest prompt + generated speech, in tokens: upstream's 8192, or the folder's ``max_seq_len``
+        #: (a server's ``max_model_len``) if smaller.
+        self.max_length = min(TTS_MAX_LENGTH, int(self.backend.max_seq_len))
         self._decoders: dict[str, CosyVoiceDecoder] = {}
         self.decoder(SPEECH_DECODER)  # load the speech decoder now; the music one on first use
-        logger.info("Step-Audio-TTS-3B loaded from %s on %s (%s)", self.model_path, self.device, self.dtype)
+        logger.info(
+            "Step-Audio-TTS-3B loaded from %s on %s (%s), generating with the %s backend %s",
+            self.model_path,
+            self.device,
+            self.dtype,
+            self.backend.name,
+            getattr(self.backend, "base_url", ""),
+        )
 
     # ------------------------------------------------------------------------------------------ parts
     def decoder(self, name: str) -> CosyVoiceDecoder:
@@ -545,32 +543,53 @@ class StepAudioTTS:
             limit = min(limit, int(self.max_speech_seconds * AUDIO_TOKENS_PER_SECOND))
         return max(1, limit)
 
-    def _generate_kwargs(self, prompt_length: int, text: str, temperature: float) -> dict[str, Any]:
-        return {
-            "max_new_tokens": self.max_new_tokens(prompt_length, text),
-            "do_sample": True,
-            "temperature": temperature,
-            "top_k": 50,
-            "top_p": 1.0,
-            "eos_token_id": EOT_ID,
-            "pad_token_id": self.text_tokenizer.pad_token_id,
-            "logits_processor": LogitsProcessorList(
-                [AudioTokensOnlyLogitsProcessor(self.model.config.vocab_size), RepetitionAwareLogitsProcessor()]
-            ),
-        }
+    def sampling_settings(
+        self, prompt_length: int, text: str, temperature: float, seed: int | None = None
+    ) -> SamplingSettings:
+        """How the audio tokens of ``text`` are sampled (upstream: T, top-k 50, anti-loop rule, audio ids only)."""
+        return SamplingSettings(
+            max_new_tokens=self.max_new_tokens(prompt_length, text),
+            do_sample=True,
+            temperature=temperature,
+            top_k=50,
+            top_p=1.0,
+            stop_token_ids=(EOT_ID,),
+            audio_tokens_only=True,
+            repetition_window=TTS_REPETITION_WINDOW,
+            repetition_max_ratio=TTS_REPETITION_MAX_RATIO,
+            seed=seed,
+        )
 
     def generate_audio_codes(
-        self, prompt_ids: list[int], text: str, temperature: float = 0.7, progress: bool = False
+        self,
+        prompt_ids: list[int],
+        text: str,
+        temperature: float = 0.7,
+        progress: bool = False,
+        seed: int | None = None,
     ) -> list[int]:
-        """Sample audio codes (0..5119) for the TTS prompt of ``text`` until ``<|EOT|>`` (or the length cap)."""
-        input_ids = torch.tensor([prompt_ids], device=self.device)
-        kwargs = self._generate_kwargs(len(prompt_ids), text, temperature)
-        streamer = _ProgressStreamer(kwargs["max_new_tokens"], "speech tokens") if progress else None
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
-            )
-        generated = output[0, len(prompt_ids) :].tolist()
+        """Sample audio codes (0..5119) for the TTS prompt of ``text`` until ``<|EOT|>`` (or the length cap).
+
+        ``seed`` seeds this request's sampler (the backend's; ``None``: torch's global random state for
+        the local backend, the server's for a remote one).
+        """
+        if seed is not None:
+            check_int(seed, "seed", minimum=0)
+        settings = self.sampling_settings(len(prompt_ids), text, temperature, seed)
+        if progress:
+            from tqdm.auto import tqdm
+
+            generated = []
+            ids = self.backend.stream_ids(prompt_ids, settings)
+            with tqdm(total=settings.max_new_tokens, unit="tok", desc="speech tokens", leave=False) as bar:
+                try:
+                    for token in ids:
+                        generated.append(token)
+                        bar.update(1)
+                finally:
+                    ids.close()
+        else:
+            generated = self.backend.generate_ids(prompt_ids, settings)
         if EOT_ID in generated:
             generated = generated[: generated.index(EOT_ID)]
         return [token - AUDIO_TOKEN_OFFSET for token in generated]
@@ -652,29 +671,21 @@ class StepAudioTTS:
         self, segment: _Segment, speed_ratio: float, volume_ratio: float, temperature: float
     ) -> Iterator[torch.Tensor]:
         decoder = self.decoder(segment.plan.decoder)
-        streamer = _QueueStreamer()
-        input_ids = torch.tensor([segment.prompt_ids], device=self.device)
-        generation = BackgroundGeneration(
-            self.model,
-            input_ids,
-            streamer,
-            thread_name="stepaudio-tts-generate",
-            **self._generate_kwargs(input_ids.shape[1], segment.text, temperature),
-        )
-        with generation, decoder.stream(**self._decoder_inputs(segment)) as audio_stream:
-            while (ids := streamer.ids.get()) is not None:
-                codes = []
+        settings = self.sampling_settings(len(segment.prompt_ids), segment.text, temperature)
+        ids = self.backend.stream_ids(segment.prompt_ids, settings)
+        try:
+            with decoder.stream(**self._decoder_inputs(segment)) as audio_stream:
                 for token in ids:
                     if token == EOT_ID:
                         break
-                    codes.append(token - AUDIO_TOKEN_OFFSET)
-                if codes:
-                    chunk = audio_stream.feed(codes)
+                    chunk = audio_stream.feed([token - AUDIO_TOKEN_OFFSET])
                     if chunk.numel():
                         yield self._postprocess(chunk, speed_ratio, volume_ratio)
-            tail = audio_stream.close()
-            if tail.numel():
-                yield self._postprocess(tail, speed_ratio, volume_ratio)
+                tail = audio_stream.close()
+                if tail.numel():
+                    yield self._postprocess(tail, speed_ratio, volume_ratio)
+        finally:
+            ids.close()  # stops the LM within a token when the consumer left early
 
     @staticmethod
     def _postprocess(waveform: torch.Tensor, speed_ratio: float, volume_ratio: float) -> torch.Tensor:
