@@ -28,7 +28,7 @@ from ..cosyvoice.hift import SampleNoise
 from ..streaming import Stream
 from .flow import ChunkPlan, FlowStreamState
 from .hift import SourceCarry
-from .tokens import GROUP_SIZE, check_mixed_tokens, first_misaligned, mixed_to_dual
+from .tokens import GROUP_SIZE, check_mixed_tokens, log_misaligned, mixed_to_dual
 
 if TYPE_CHECKING:
     from .decoder import CosyVoice2Decoder
@@ -132,9 +132,9 @@ class CosyVoice2Stream(Stream[object, torch.Tensor]):
         if raw.numel() == 0:
             return torch.zeros(1, 0)
         state = self.state
-        codes = check_mixed_tokens(raw.reshape(-1), "token piece", start=len(state.codes), warn=not state.misaligned)
-        if not state.misaligned:
-            state.misaligned = first_misaligned(codes, len(state.codes)) is not None
+        codes = check_mixed_tokens(raw.reshape(-1), "token piece", warn=False)
+        if not state.misaligned:  # logged once per utterance
+            state.misaligned = log_misaligned(codes, "token piece", start=len(state.codes))
         state.codes.extend(codes)
         complete = len(state.codes) // GROUP_SIZE * GROUP_SIZE
         known = state.steps.shape[0] // 3 * GROUP_SIZE

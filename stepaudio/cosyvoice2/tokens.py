@@ -38,6 +38,7 @@ __all__ = [
     "VQ06_SIZE",
     "check_mixed_tokens",
     "first_misaligned",
+    "log_misaligned",
     "mixed_to_dual",
     "dual_steps_for",
 ]
@@ -62,6 +63,27 @@ def first_misaligned(values: Sequence[int], start: int = 0) -> int | None:
         if ((start + index) % GROUP_SIZE < _VQ02_SLOTS) != (value < VQ02_SIZE):
             return index
     return None
+
+
+def log_misaligned(values: Sequence[int], what: str, start: int = 0) -> bool:
+    """Log the first code of the wrong codebook for its slot (at warning level); return whether there was one."""
+    index = first_misaligned(values, start)
+    if index is None:
+        return False
+    position = start + index
+    slot = "vq02" if position % GROUP_SIZE < _VQ02_SLOTS else "vq06"
+    logger.warning(
+        "%s[%d] = %d sits in a %s slot (position %d, slot %d of 5) but is a code of the other codebook: the "
+        "sequence is not in groups of 2 vq02 + 3 vq06 codes; decoded as the original does (that audio is not "
+        "meaningful)",
+        what,
+        index,
+        values[index],
+        slot,
+        position,
+        position % GROUP_SIZE,
+    )
+    return True
 
 
 def check_mixed_tokens(tokens: object, what: str, start: int = 0, warn: bool = True) -> list[int]:
@@ -96,21 +118,8 @@ def check_mixed_tokens(tokens: object, what: str, start: int = 0, warn: bool = T
                 f"{what}[{index}] = {value} is not an audio code 0..{VQ02_SIZE + VQ06_SIZE - 1} "
                 f"(vq02 0..{VQ02_SIZE - 1}, vq06 {VQ02_SIZE}..{VQ02_SIZE + VQ06_SIZE - 1})"
             )
-    index = first_misaligned(values, start)
-    if index is not None and warn:
-        position = start + index
-        slot = "vq02" if position % GROUP_SIZE < _VQ02_SLOTS else "vq06"
-        logger.warning(
-            "%s[%d] = %d sits in a %s slot (position %d, slot %d of 5) but is a code of the other codebook: the "
-            "sequence is not in groups of 2 vq02 + 3 vq06 codes; decoded as the original does (that audio is not "
-            "meaningful)",
-            what,
-            index,
-            values[index],
-            slot,
-            position,
-            position % GROUP_SIZE,
-        )
+    if warn:
+        log_misaligned(values, what, start)
     return values
 
 

@@ -210,24 +210,13 @@ class Step1PreTrainedModel(PreTrainedModel):
         """
         from .quantization import resolve_quantization
 
-        settings = resolve_quantization(
-            kwargs.pop("quantization", None), kwargs.pop("quantization_group_size", None)
-        )
+        settings = resolve_quantization(kwargs.pop("quantization", None), kwargs.pop("quantization_group_size", None))
         if settings is not None:
             return cls._from_pretrained_quantized(pretrained_model_name_or_path, settings, model_args, kwargs)
         folder = Path(pretrained_model_name_or_path)
         show_progress = True
         if folder.is_dir():
-            config = kwargs.get("config")
-            if not isinstance(config, Step1Config):
-                config = Step1Config.from_pretrained(folder)
-            validate_step1_checkpoint(folder, config)
-            if (folder / "lib").is_dir():
-                logger.info(
-                    "ignoring %s: stepaudio computes the sqrt-ALiBi attention natively and does not load "
-                    "the prebuilt Optimus CUDA library",
-                    folder / "lib",
-                )
+            _checked_folder_config(folder, kwargs.get("config"))
             # The bar is worth seeing for the 130B model (minutes), noise for small checkpoints.
             show_progress = checkpoint_weight_bytes(folder) >= QUIET_LOAD_BYTES
         with _transformers_progress_bars(show_progress):
@@ -263,16 +252,7 @@ class Step1PreTrainedModel(PreTrainedModel):
             raise InvalidArgumentError.about(
                 "torch_dtype", "is the old name of dtype: pass only one of them", kwargs["torch_dtype"]
             )
-        config = kwargs.get("config")
-        if not isinstance(config, Step1Config):
-            config = Step1Config.from_pretrained(folder)
-        validate_step1_checkpoint(folder, config)
-        if (folder / "lib").is_dir():
-            logger.info(
-                "ignoring %s: stepaudio computes the sqrt-ALiBi attention natively and does not load "
-                "the prebuilt Optimus CUDA library",
-                folder / "lib",
-            )
+        config = _checked_folder_config(folder, kwargs.get("config"))
         attn_implementation = kwargs.get("attn_implementation")
         if attn_implementation is not None:
             attn_implementation = normalize_attention_backend(attn_implementation)
@@ -285,6 +265,21 @@ class Step1PreTrainedModel(PreTrainedModel):
             device_map=kwargs.get("device_map"),
             attn_implementation=attn_implementation,
         )
+
+
+def _checked_folder_config(folder: Path, config: object) -> Step1Config:
+    """The config of a local checkpoint folder (``config`` if it is a Step1Config, else its config.json), after the
+    strict header checks of :func:`validate_step1_checkpoint`; the prebuilt ``lib/`` is noted and ignored."""
+    if not isinstance(config, Step1Config):
+        config = Step1Config.from_pretrained(folder)
+    validate_step1_checkpoint(folder, config)
+    if (folder / "lib").is_dir():
+        logger.info(
+            "ignoring %s: stepaudio computes the sqrt-ALiBi attention natively and does not load "
+            "the prebuilt Optimus CUDA library",
+            folder / "lib",
+        )
+    return config
 
 
 class Step1Model(Step1PreTrainedModel):

@@ -186,9 +186,8 @@ def make_backend(
     model_path = Path(model_path)
     if checked in LOCAL_BACKENDS:
         from ..modeling import Step1ForCausalLM
-        from ..quantization import resolve_quantization
 
-        quantized = resolve_quantization(quantization) is not None  # checked before anything is read
+        quantized = quantization is not None  # checked above by check_quantization_for
         if quantized and device_map is None and device is not None:
             device_map = str(device)  # each tensor is quantized on its device as it is read, not on the CPU first
         model = Step1ForCausalLM.from_pretrained(
